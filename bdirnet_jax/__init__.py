@@ -1,0 +1,1 @@
+"""BDIRNet in JAX/Flax: blur distilling and information comparison in latent space."""
