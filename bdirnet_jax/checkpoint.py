@@ -1,0 +1,146 @@
+"""Orbax checkpoints of the train state plus the data iterator state, and restoring params for inference.
+
+Layout: DIR/checkpoints/<step>/{state/, data/process_<i>-of-<n>.json}. Orbax writes each step to a temporary
+folder and renames it when complete, so a crash never leaves a half-written latest checkpoint.
+"""
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from etils import epath
+
+CHECKPOINT_DIR = "checkpoints"
+CONFIG_FILE = "config.json"
+
+
+class DataStateHandler(ocp.CheckpointHandler):
+  """Per-process JSON of the input iterator's state (grain's layout: process_<i>-of-<n>.json).
+
+  Unlike grain's own handler it takes the state as recorded when the batch was *consumed*, not the live iterator,
+  whose position runs ahead by the prefetched batches.
+  """
+
+  def save(self, directory: epath.Path, args: "DataStateSave"):
+    name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+    (directory / name).write_text(json.dumps(args.state))
+
+  def restore(self, directory: epath.Path, args: "DataStateRestore" = None):
+    name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+    path = directory / name
+    if not path.exists():
+      found = sorted(p.name for p in directory.iterdir())
+      raise FileNotFoundError(f"{path} not found (found {found}): the checkpoint was written by a different "
+                              "number of processes, so the data iterator cannot resume exactly")
+    return json.loads(path.read_text())
+
+  def metadata(self, directory):
+    return None
+
+  def finalize(self, directory):
+    pass
+
+  def close(self):
+    pass
+
+
+@ocp.args.register_with_handler(DataStateHandler, for_save=True)
+@dataclasses.dataclass
+class DataStateSave(ocp.args.CheckpointArgs):
+  state: Any
+
+
+@ocp.args.register_with_handler(DataStateHandler, for_restore=True)
+@dataclasses.dataclass
+class DataStateRestore(ocp.args.CheckpointArgs):
+  pass
+
+
+def create_manager(workdir: str, config: ml_collections.ConfigDict | None = None) -> ocp.CheckpointManager:
+  keep = config.get("keep_checkpoints", 3) if config is not None else None
+  async_save = config.get("async_checkpointing", True) if config is not None else False
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=config is not None,
+                                         enable_async_checkpointing=async_save)
+  return ocp.CheckpointManager(epath.Path(workdir) / CHECKPOINT_DIR, options=options,
+                               item_handlers={"state": ocp.StandardCheckpointHandler(),
+                                              "data": DataStateHandler()})
+
+
+def save(manager: ocp.CheckpointManager, step: int, state, data_state, force: bool = False) -> bool:
+  args = {"state": ocp.args.StandardSave(state)}
+  if data_state is not None:
+    args["data"] = DataStateSave(data_state)
+  return manager.save(step, args=ocp.args.Composite(**args), force=force)
+
+
+def restore(manager: ocp.CheckpointManager, step: int, abstract_state):
+  """Restores onto `abstract_state`'s shardings (which may come from a different device count)."""
+  args = {"state": ocp.args.StandardRestore(abstract_state)}
+  has_data = (epath.Path(manager.directory) / str(step) / "data").exists()
+  if has_data:
+    args["data"] = DataStateRestore()
+  try:
+    restored = manager.restore(step, args=ocp.args.Composite(**args))
+  except (ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"checkpoint {manager.directory / str(step)} does not match the model of this config "
+                     f"(different preset or fields?): {e}") from e
+  return restored["state"], restored["data"] if has_data else None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The resolved config beside the checkpoints: lets evaluate/predict rebuild the model, and guards a workdir from
+# being overwritten by a run of a different model.
+
+def config_path(workdir: str) -> epath.Path:
+  return epath.Path(workdir) / CONFIG_FILE
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  path = config_path(workdir)
+  if not path.exists():
+    raise FileNotFoundError(f"{path} not found: --workdir must be a directory written by --mode=train")
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  if jax.process_index() == 0:
+    path = config_path(workdir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / (path.name + ".tmp")
+    tmp.write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def check_workdir_model(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Refuses to reuse a workdir whose checkpoints belong to a different model (nothing is overwritten)."""
+  path = config_path(workdir)
+  ckpt_dir = epath.Path(workdir) / CHECKPOINT_DIR
+  if not path.exists() or not ckpt_dir.exists() or not any(p.name.isdigit() for p in ckpt_dir.iterdir()):
+    return
+  old = load_config(workdir)
+  fields = ("model", "compute_dtype")
+  old_model = json.loads(ml_collections.ConfigDict(old.get("model", {})).to_json_best_effort(sort_keys=True))
+  new_model = json.loads(config.model.to_json_best_effort(sort_keys=True))
+  if old_model != new_model:
+    diff = {k: (old_model.get(k), new_model.get(k)) for k in sorted(set(old_model) | set(new_model))
+            if old_model.get(k) != new_model.get(k)}
+    raise ValueError(f"--workdir={workdir} holds checkpoints of a different model (config.model differs: "
+                     f"{diff}, as (saved, requested)); use a new --workdir. Nothing was overwritten.")
+  del fields
+
+
+def restore_params(workdir: str, use_ema: bool = True, step: int | None = None):
+  """(params, step, config) for inference: EMA params when the run kept an EMA, the raw params otherwise."""
+  config = load_config(workdir)
+  manager = create_manager(workdir)
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {epath.Path(workdir) / CHECKPOINT_DIR}: train first "
+                            f"(python main.py --mode=train --workdir={workdir} ...)")
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  manager.close()
+  key = "ema_params" if use_ema and config.optim.get("ema_decay", 0) > 0 else "params"
+  return restored[key], step, config

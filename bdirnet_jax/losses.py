@@ -1,0 +1,138 @@
+"""Losses of BDIRNet: reconstruction, identity reconstruction and latent comparison, each with its own weight.
+
+Every term is a pure function of arrays so the unit tests can pin its value on hand-made inputs; `total_loss`
+combines them with the weights of `config.loss` (a weight of 0 removes the term and, where possible, its compute).
+"""
+import jax
+import jax.numpy as jnp
+import optax
+
+RECONSTRUCTION_TYPES = ("l1", "charbonnier", "psnr", "l2")
+LATENT_DISTANCES = ("l1", "l2", "cosine")
+
+
+def _mean_per_image(x):
+  return jnp.mean(x.reshape(x.shape[0], -1), axis=-1)
+
+
+def l1_loss(x, y):
+  return jnp.mean(jnp.abs(x - y))
+
+
+def l2_loss(x, y):
+  return jnp.mean(jnp.square(x - y))
+
+
+def charbonnier_loss(x, y, eps=1e-3):
+  """sqrt((x-y)^2 + eps^2): L1 that stays smooth at zero (MPRNet's choice, eps=1e-3)."""
+  return jnp.mean(jnp.sqrt(jnp.square(x - y) + eps * eps))
+
+
+def psnr_loss(x, y, eps=1e-8):
+  """Negative PSNR in dB for images in [0, 1], averaged over images (NAFNet's PSNRLoss)."""
+  mse = _mean_per_image(jnp.square(x - y))
+  return jnp.mean(10.0 * jnp.log10(mse + eps))
+
+
+def reconstruction_loss(x, y, kind="charbonnier", eps=1e-3):
+  if kind == "l1":
+    return l1_loss(x, y)
+  if kind == "charbonnier":
+    return charbonnier_loss(x, y, eps)
+  if kind == "psnr":
+    return psnr_loss(x, y)
+  if kind == "l2":
+    return l2_loss(x, y)
+  raise ValueError(f"config.loss.reconstruction must be one of {RECONSTRUCTION_TYPES}, got {kind!r}")
+
+
+def fft_loss(x, y):
+  """L1 between 2-D spectra (real and imaginary parts), MIMO-UNet's frequency loss."""
+  fx = jnp.fft.rfft2(x.astype(jnp.float32), axes=(1, 2))
+  fy = jnp.fft.rfft2(y.astype(jnp.float32), axes=(1, 2))
+  return jnp.mean(jnp.abs(fx.real - fy.real)) + jnp.mean(jnp.abs(fx.imag - fy.imag))
+
+
+def latent_consistency_loss(z_blurry, z_sharp, distance="l1"):
+  """Pulls the blurred view's latent onto the sharp view's; the sharp side is a stop-gradient target.
+
+  The stop-gradient makes the sharp latent a teacher (as in BYOL/SimSiam) so the two views cannot meet by both
+  collapsing: the sharp latent is shaped only by the identity reconstruction.
+  """
+  z_b = z_blurry.astype(jnp.float32)
+  z_s = jax.lax.stop_gradient(z_sharp.astype(jnp.float32))
+  if distance == "l1":
+    return jnp.mean(jnp.abs(z_b - z_s))
+  if distance == "l2":
+    return jnp.mean(jnp.square(z_b - z_s))
+  if distance == "cosine":
+    zb = z_b.reshape(z_b.shape[0], -1)
+    zs = z_s.reshape(z_s.shape[0], -1)
+    cos = jnp.sum(zb * zs, -1) / (jnp.linalg.norm(zb, axis=-1) * jnp.linalg.norm(zs, axis=-1) + 1e-8)
+    return jnp.mean(1.0 - cos)
+  raise ValueError(f"config.loss.latent_distance must be one of {LATENT_DISTANCES}, got {distance!r}")
+
+
+def info_nce_loss(e_blurry, e_sharp, temperature=0.1, stop_grad_sharp=False):
+  """Symmetric InfoNCE over the (global) batch: each blurred view must pick its own scene's sharp view.
+
+  Other images of the batch are the negatives, which is what "information comparison in latent space" needs beyond
+  plain consistency: the latent must keep what distinguishes scenes while dropping what distinguishes blurs.
+  """
+  eb = e_blurry.astype(jnp.float32)
+  es = e_sharp.astype(jnp.float32)
+  if stop_grad_sharp:
+    es = jax.lax.stop_gradient(es)
+  eb = eb / (jnp.linalg.norm(eb, axis=-1, keepdims=True) + 1e-8)
+  es = es / (jnp.linalg.norm(es, axis=-1, keepdims=True) + 1e-8)
+  logits = eb @ es.T / temperature
+  labels = jnp.arange(eb.shape[0])
+  ce = optax.softmax_cross_entropy_with_integer_labels
+  return 0.5 * (jnp.mean(ce(logits, labels)) + jnp.mean(ce(logits.T, labels)))
+
+
+def stats_matching_loss(stats_blurry, stats_sharp):
+  """L1 between per-channel (mean, std) of raw encoder features of the two views, sharp side stop-gradient.
+
+  SAID removes these statistics from what leaves the encoder; this term asks the encoder itself to stop producing
+  blur-dependent statistics, so distilling does not have to do all the work.
+  """
+  terms = []
+  for (mb, sb), (ms, ss) in zip(stats_blurry, stats_sharp):
+    ms, ss = jax.lax.stop_gradient(ms), jax.lax.stop_gradient(ss)
+    terms.append(jnp.mean(jnp.abs(mb - ms)) + jnp.mean(jnp.abs(sb - ss)))
+  return sum(terms) / max(len(terms), 1)
+
+
+def needs_sharp_view(loss_config) -> bool:
+  return any(loss_config[k] > 0 for k in ("identity_weight", "latent_weight", "infonce_weight", "stats_weight"))
+
+
+def total_loss(outputs, sharp, loss_config):
+  """Weighted sum of all enabled terms and a dict of every term (unweighted) for logging."""
+  kind = loss_config.reconstruction
+  eps = loss_config.charbonnier_eps
+  terms = {"rec": reconstruction_loss(outputs["restored"], sharp, kind, eps)}
+  weights = {"rec": loss_config.rec_weight}
+  if loss_config.fft_weight > 0:
+    terms["fft"] = fft_loss(outputs["restored"], sharp)
+    weights["fft"] = loss_config.fft_weight
+  if loss_config.identity_weight > 0:
+    terms["identity"] = reconstruction_loss(outputs["identity"], sharp, kind, eps)
+    weights["identity"] = loss_config.identity_weight
+    if loss_config.fft_weight > 0:
+      terms["identity_fft"] = fft_loss(outputs["identity"], sharp)
+      weights["identity_fft"] = loss_config.fft_weight * loss_config.identity_weight
+  if loss_config.latent_weight > 0:
+    terms["latent"] = latent_consistency_loss(outputs["latent_blurry"], outputs["latent_sharp"],
+                                              loss_config.latent_distance)
+    weights["latent"] = loss_config.latent_weight
+  if loss_config.infonce_weight > 0:
+    terms["infonce"] = info_nce_loss(outputs["embed_blurry"], outputs["embed_sharp"],
+                                     loss_config.infonce_temperature, loss_config.infonce_stop_grad_sharp)
+    weights["infonce"] = loss_config.infonce_weight
+  if loss_config.stats_weight > 0:
+    terms["stats"] = stats_matching_loss(outputs["stats_blurry"], outputs["stats_sharp"])
+    weights["stats"] = loss_config.stats_weight
+  loss = sum(weights[k] * terms[k] for k in terms)
+  return loss, terms

@@ -1,0 +1,162 @@
+"""Input-pipeline throughput: random crops per second, with/without on-the-fly blur kernels, by
+number of grain worker processes.
+
+  python benchmarks/input_pipeline.py                      # skimage photos, workers 0 and 2
+  python benchmarks/input_pipeline.py --dataset gopro --data_dir ~/tensorflow_datasets
+  python benchmarks/input_pipeline.py --steps 2 --warmup 1 --workers 0   # smoke test
+
+Prints one JSON line per configuration, then a table. Host-side only: the device blur
+(``blur.blur_batch``) is not included; pass --device_blur to time it on the default JAX backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
+
+
+def photo_source(copies: int):
+  """Shipped skimage colour photos, host-blurred once (gaussian family) to give (blurry, sharp)."""
+  import skimage.data
+
+  from bdirnet_jax import blur
+
+  recs = []
+  rng = np.random.default_rng(0)
+  for name in PHOTOS:
+    try:
+      img = np.asarray(getattr(skimage.data, name)())
+    except Exception:  # not shipped with this skimage build (would need a download)
+      continue
+    if img.ndim != 3 or img.shape[-1] != 3:
+      continue
+    blurry = blur.synthesize_blurry(img, rng, family="gaussian", kernel_size=15)
+    recs.append({"blurry": blurry, "sharp": img, "image_id": name})
+  if not recs:
+    raise RuntimeError("no skimage colour photos available")
+  return [dict(r, image_id=f"{r['image_id']}_{i}") for i in range(copies) for r in recs]
+
+
+def make_config(args, workers: int, on_the_fly: bool):
+  import ml_collections
+
+  name, _, cfg_name = (args.dataset or "photos").partition("/")
+  return ml_collections.ConfigDict(
+    dict(
+      seed=0,
+      batch_size=args.batch_size,
+      dataset=dict(
+        name=name, config=cfg_name or None, split=args.split, data_dir=args.data_dir,
+        crop_size=args.crop, small_image_policy="pad", augment=True,
+        on_the_fly_blur=on_the_fly, blur_family=args.family, kernel_size=args.kernel_size,
+        num_workers=workers, prefetch=args.prefetch, num_threads=args.threads,
+      ),
+    )
+  )
+
+
+def run_one(args, source, workers: int, on_the_fly: bool) -> dict:
+  from bdirnet_jax import input_pipeline as ip
+
+  cfg = make_config(args, workers, on_the_fly)
+  t0 = time.perf_counter()
+  it = ip.create_train_iterator(cfg, source, process_index=0, process_count=1)
+  try:
+    for _ in range(args.warmup):
+      next(it)
+    t1 = time.perf_counter()
+    for _ in range(args.steps):
+      next(it)
+    dt = time.perf_counter() - t1
+  finally:
+    it.close()
+  return {
+    "bench": "input_pipeline",
+    "dataset": args.dataset or "skimage_photos",
+    "crop": args.crop,
+    "batch_size": args.batch_size,
+    "workers": workers,
+    "threads": args.threads,
+    "on_the_fly_blur": on_the_fly,
+    "blur_family": args.family if on_the_fly else None,
+    "kernel_size": args.kernel_size if on_the_fly else None,
+    "steps": args.steps,
+    "startup_s": round(t1 - t0, 3),
+    "batches_per_s": round(args.steps / dt, 3),
+    "crops_per_s": round(args.steps * args.batch_size / dt, 2),
+    "cpu_count": os.cpu_count(),
+  }
+
+
+def time_device_blur(args) -> dict:
+  import jax
+  import jax.numpy as jnp
+
+  from bdirnet_jax import blur
+
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.random((args.batch_size, args.crop, args.crop, 3), np.float32))
+  k = jnp.asarray(np.stack([blur.sample_kernel(rng, "mixed", args.kernel_size) for _ in range(args.batch_size)]))
+  f = jax.jit(blur.blur_batch)
+  f(x, k).block_until_ready()
+  t = time.perf_counter()
+  for _ in range(args.steps):
+    y = f(x, k)
+  y.block_until_ready()
+  dt = time.perf_counter() - t
+  return {"bench": "device_blur_batch", "backend": jax.default_backend(), "crop": args.crop,
+      "batch_size": args.batch_size, "kernel_size": args.kernel_size,
+      "crops_per_s": round(args.steps * args.batch_size / dt, 2)}
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--dataset", default=None, help="TFDS name[/config]; default: skimage photos")
+  p.add_argument("--data_dir", default=None)
+  p.add_argument("--split", default="train")
+  p.add_argument("--crop", type=int, default=256)
+  p.add_argument("--batch_size", type=int, default=8)
+  p.add_argument("--steps", type=int, default=20)
+  p.add_argument("--warmup", type=int, default=3)
+  p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+  p.add_argument("--threads", type=int, default=2, help="grain read threads per process")
+  p.add_argument("--prefetch", type=int, default=2)
+  p.add_argument("--family", default="mixed")
+  p.add_argument("--kernel_size", type=int, default=31)
+  p.add_argument("--copies", type=int, default=8, help="photo list repeats (photos source only)")
+  p.add_argument("--device_blur", action="store_true")
+  args = p.parse_args(argv)
+
+  if args.dataset:
+    from bdirnet_jax import input_pipeline as ip
+
+    source = ip.open_source(make_config(args, 0, False).dataset)
+  else:
+    source = photo_source(args.copies)
+
+  rows = []
+  for workers in args.workers:
+    for on_the_fly in (False, True):
+      row = run_one(args, source, workers, on_the_fly)
+      print(json.dumps(row), flush=True)
+      rows.append(row)
+  if args.device_blur:
+    print(json.dumps(time_device_blur(args)), flush=True)
+
+  print(f"\n{'workers':>7} {'otf_blur':>8} {'crops/s':>9} {'batch/s':>8} {'startup_s':>9}")
+  for r in rows:
+    print(f"{r['workers']:>7} {str(r['on_the_fly_blur']):>8} {r['crops_per_s']:>9.1f} "
+        f"{r['batches_per_s']:>8.2f} {r['startup_s']:>9.2f}")
+
+
+if __name__ == "__main__":
+  main()

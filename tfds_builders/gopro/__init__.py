@@ -1,0 +1,1 @@
+"""GoPro_Large deblurring dataset (manual download). Builder: `gopro_dataset_builder.Builder`."""

@@ -1,0 +1,1 @@
+"""hide deblurring dataset (manual download). Builder: `hide_dataset_builder.Builder`."""

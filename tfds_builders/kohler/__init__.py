@@ -1,0 +1,1 @@
+"""kohler deblurring dataset (manual download). Builder: `kohler_dataset_builder.Builder`."""

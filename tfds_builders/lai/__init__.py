@@ -1,0 +1,1 @@
+"""lai deblurring dataset (manual download). Builder: `lai_dataset_builder.Builder`."""

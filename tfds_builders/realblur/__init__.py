@@ -1,0 +1,1 @@
+"""realblur deblurring dataset (manual download). Builder: `realblur_dataset_builder.Builder`."""
