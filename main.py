@@ -1,4 +1,4 @@
-"""Entry point: python main.py --config=configs/NAME.py --workdir=DIR [--mode=train|evaluate|predict|export].
+"""Entry point: python main.py --config=configs/NAME.py --workdir=DIR [--mode=train].
 
 Config fields are overridden on the command line, e.g. --config.batch_size=16 --config.model.preset=base.
 """
@@ -12,13 +12,7 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file with get_config().", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, config.json, logs and evaluation output.")
-flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "export"], "What to run.")
-flags.DEFINE_string("input", None, "predict: an image file or a folder (searched recursively).")
-flags.DEFINE_string("output", None, "predict: output folder; export: output file.")
-flags.DEFINE_integer("tile", None, "predict: tile size in pixels (default: automatic, only when needed).")
-flags.DEFINE_integer("tile_overlap", 32, "predict: overlap between tiles in pixels.")
-flags.DEFINE_bool("bf16", False, "predict/evaluate: run the network in bfloat16.")
-flags.DEFINE_bool("use_ema", True, "evaluate/predict/export: use the EMA params when the run kept them.")
+flags.DEFINE_enum("mode", "train", ["train"], "What to run (evaluate/predict/export: issue 4, not yet built).")
 flags.DEFINE_string("coordinator_address", None, "Multi-process: host:port of process 0 "
                     "(or set JAX_COORDINATOR_ADDRESS; on SLURM/TPU pods use --distributed).")
 flags.DEFINE_integer("num_processes", None, "Multi-process: number of processes.")
@@ -52,22 +46,6 @@ def main(argv):
   if FLAGS.mode == "train":
     from bdirnet_jax import train  # pylint: disable=g-import-not-at-top
     train.train_and_evaluate(config, FLAGS.workdir)
-  elif FLAGS.mode == "evaluate":
-    from bdirnet_jax import evaluate  # pylint: disable=g-import-not-at-top
-    evaluate.evaluate_workdir(FLAGS.workdir, config, use_ema=FLAGS.use_ema, bf16=FLAGS.bf16)
-  elif FLAGS.mode == "predict":
-    from bdirnet_jax import predict  # pylint: disable=g-import-not-at-top
-    if not FLAGS.input or not FLAGS.output:
-      raise app.UsageError("--mode=predict needs --input=PATH and --output=DIR")
-    failed = predict.predict_path(FLAGS.workdir, FLAGS.input, FLAGS.output, tile=FLAGS.tile,
-                                  tile_overlap=FLAGS.tile_overlap, bf16=FLAGS.bf16, use_ema=FLAGS.use_ema)
-    if failed:
-      raise SystemExit(1)
-  elif FLAGS.mode == "export":
-    from bdirnet_jax import export  # pylint: disable=g-import-not-at-top
-    if not FLAGS.output:
-      raise app.UsageError("--mode=export needs --output=FILE")
-    export.export_workdir(FLAGS.workdir, FLAGS.output, use_ema=FLAGS.use_ema, bf16=FLAGS.bf16)
 
 
 if __name__ == "__main__":

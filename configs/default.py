@@ -4,6 +4,7 @@ Runs on a laptop CPU in minutes: python main.py --config=configs/default.py --wo
 Every other config starts from this one and changes only what it is about.
 """
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 
 def dataset_config(name="synthetic_blur", config="mixed", split="train", **overrides):
@@ -11,8 +12,8 @@ def dataset_config(name="synthetic_blur", config="mixed", split="train", **overr
       name=name,                 # a builder registered by `import tfds_builders`
       config=config,             # its builder config (None for builders without configs)
       split=split,
-      data_dir=None,             # TFDS data_dir; None = $TFDS_DATA_DIR or ~/tensorflow_datasets
-      manual_dir=None,           # where the extracted official archives live (real datasets)
+      data_dir=placeholder(str),             # TFDS data_dir; None = $TFDS_DATA_DIR or ~/tensorflow_datasets
+      manual_dir=placeholder(str),           # where the extracted official archives live (real datasets)
       auto_prepare=True,         # build synthetic_blur on first use if missing (real datasets need `tfds build`)
       crop_size=128,
       small_image_policy="pad",  # "pad" (reflect) or "reject" images smaller than the crop
@@ -44,7 +45,8 @@ def get_config():
 
   config.model = ml_collections.ConfigDict(dict(
       preset="small",                  # tiny | small | base; the fields below override the preset when set
-      width=None, enc_blocks=None, middle_blocks=None, dec_blocks=None, proj_dim=None,
+      width=placeholder(int), enc_blocks=placeholder(tuple), middle_blocks=placeholder(int),
+      dec_blocks=placeholder(tuple), proj_dim=placeholder(int),
       said="instance",                 # SAID: "instance" (remove per-channel statistics) or "none"
       said_skips=True,                 # distil skip features too, so blur cannot bypass the latent
       said_learned_mix=False,          # learned per-channel blend of distilled and raw features
