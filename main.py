@@ -1,8 +1,15 @@
-"""Entry point: python main.py --config=configs/NAME.py --workdir=DIR [--mode=train].
+"""Entry point: python main.py --mode=train|evaluate|predict|export --workdir=DIR [--config=configs/NAME.py].
+
+train:    --config required; resumes from DIR/checkpoints.
+evaluate: every config.eval_datasets entry at full resolution -> DIR/eval/ (JSON per dataset, report.md, grids);
+          --config optional (defaults to DIR/config.json, so eval datasets can be changed by a new config).
+predict:  --input=FILE_OR_DIR --output=DIR [--tile=T --tile_overlap=O --bf16].
+export:   --output=FILE, a jax.export artifact of the inference function.
 
 Config fields are overridden on the command line, e.g. --config.batch_size=16 --config.model.preset=base.
 """
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -12,7 +19,16 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file with get_config().", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, config.json, logs and evaluation output.")
-flags.DEFINE_enum("mode", "train", ["train"], "What to run (evaluate/predict/export: issue 4, not yet built).")
+flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "export"], "What to run.")
+flags.DEFINE_string("input", None, "predict: an image file or a folder (searched recursively).")
+flags.DEFINE_string("output", None, "predict: output folder; export: output file.")
+flags.DEFINE_integer("tile", None, "predict: tile size in pixels; 0 disables tiling; unset = tile only when an "
+                     "image would not fit the device memory.")
+flags.DEFINE_integer("tile_overlap", 32, "predict: overlap between neighbouring tiles, blended linearly.")
+flags.DEFINE_integer("batch_size", None, "predict: images (or tiles) per device step; unset = automatic.")
+flags.DEFINE_bool("bf16", False, "predict/export/evaluate: bfloat16 activations (params stay float32).")
+flags.DEFINE_bool("use_ema", True, "evaluate/predict/export: use the EMA params when the run kept them.")
+flags.DEFINE_integer("step", None, "evaluate/predict/export: checkpoint step (default: latest).")
 flags.DEFINE_string("coordinator_address", None, "Multi-process: host:port of process 0 "
                     "(or set JAX_COORDINATOR_ADDRESS; on SLURM/TPU pods use --distributed).")
 flags.DEFINE_integer("num_processes", None, "Multi-process: number of processes.")
@@ -40,12 +56,29 @@ def main(argv):
   if FLAGS.workdir is None:
     raise app.UsageError("--workdir is required")
   config = FLAGS.config
-  if config is None and FLAGS.mode in ("train", "evaluate"):
-    raise app.UsageError(f"--mode={FLAGS.mode} needs --config=configs/NAME.py")
+  if config is None and FLAGS.mode == "train":
+    raise app.UsageError("--mode=train needs --config=configs/NAME.py")
+  if FLAGS.mode == "predict" and not (FLAGS.input and FLAGS.output):
+    raise app.UsageError("--mode=predict needs --input=FILE_OR_DIR and --output=DIR")
+  if FLAGS.mode == "export" and not FLAGS.output:
+    raise app.UsageError("--mode=export needs --output=FILE")
   _maybe_initialize_distributed()
+  # pylint: disable=g-import-not-at-top
   if FLAGS.mode == "train":
-    from bdirnet_jax import train  # pylint: disable=g-import-not-at-top
+    from bdirnet_jax import train
     train.train_and_evaluate(config, FLAGS.workdir)
+  elif FLAGS.mode == "evaluate":
+    from bdirnet_jax import evaluate
+    evaluate.evaluate(FLAGS.workdir, config, use_ema=FLAGS.use_ema, step=FLAGS.step, bf16=FLAGS.bf16)
+  elif FLAGS.mode == "predict":
+    from bdirnet_jax import predict
+    status = predict.predict(FLAGS.workdir, FLAGS.input, FLAGS.output, tile=FLAGS.tile,
+                             tile_overlap=FLAGS.tile_overlap, batch_size=FLAGS.batch_size, bf16=FLAGS.bf16,
+                             use_ema=FLAGS.use_ema, step=FLAGS.step)
+    sys.exit(status)
+  elif FLAGS.mode == "export":
+    from bdirnet_jax import export
+    export.export(FLAGS.workdir, FLAGS.output, bf16=FLAGS.bf16, use_ema=FLAGS.use_ema, step=FLAGS.step)
 
 
 if __name__ == "__main__":
