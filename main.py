@@ -63,6 +63,15 @@ def main(argv):
   if FLAGS.mode == "export" and not FLAGS.output:
     raise app.UsageError("--mode=export needs --output=FILE")
   _maybe_initialize_distributed()
+  from bdirnet_jax import config_validation  # pylint: disable=g-import-not-at-top
+  try:
+    _run(config)
+  except (config_validation.ConfigError, FileNotFoundError) as e:
+    # Expected user errors (bad config value, missing checkpoint or dataset): the message, not a traceback.
+    sys.exit(f"error: {e}")
+
+
+def _run(config):
   # pylint: disable=g-import-not-at-top
   if FLAGS.mode == "train":
     from bdirnet_jax import train

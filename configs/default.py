@@ -12,6 +12,8 @@ def dataset_config(name="synthetic_blur", config="mixed", split="train", **overr
       name=name,                 # a builder registered by `import tfds_builders`
       config=config,             # its builder config (None for builders without configs)
       split=split,
+      label=placeholder(str),    # evaluation output name (DIR/eval/<label>_<split>.json); None = the name
+      protocol=placeholder(str),  # evaluation protocol; None = realblur_ecc for realblur, rgb_uint8_gauss11 else
       data_dir=placeholder(str),             # TFDS data_dir; None = $TFDS_DATA_DIR or ~/tensorflow_datasets
       manual_dir=placeholder(str),           # where the extracted official archives live (real datasets)
       auto_prepare=True,         # build synthetic_blur on first use if missing (real datasets need `tfds build`)
