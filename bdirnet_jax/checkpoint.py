@@ -10,8 +10,11 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+
+from bdirnet_jax import config_validation
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.json"
@@ -85,8 +88,8 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state):
   try:
     restored = manager.restore(step, args=ocp.args.Composite(**args))
   except (ValueError, KeyError, TypeError) as e:
-    raise ValueError(f"checkpoint {manager.directory / str(step)} does not match the model of this config "
-                     f"(different preset or fields?): {e}") from e
+    raise config_validation.ConfigError(f"checkpoint {manager.directory / str(step)} does not match the model of "
+                                        f"this config (different preset or fields?): {e}") from e
   return restored["state"], restored["data"] if has_data else None
 
 
@@ -127,9 +130,24 @@ def check_workdir_model(workdir: str, config: ml_collections.ConfigDict) -> None
   if old_model != new_model:
     diff = {k: (old_model.get(k), new_model.get(k)) for k in sorted(set(old_model) | set(new_model))
             if old_model.get(k) != new_model.get(k)}
-    raise ValueError(f"--workdir={workdir} holds checkpoints of a different model (config.model differs: "
-                     f"{diff}, as (saved, requested)); use a new --workdir. Nothing was overwritten.")
+    raise config_validation.ConfigError(f"--workdir={workdir} holds checkpoints of a different model (config.model "
+                                        f"differs: {diff}, as (saved, requested)); use a new --workdir. Nothing was "
+                                        "overwritten.")
   del fields
+
+
+def _replicated_target(manager: ocp.CheckpointManager, step: int):
+  """The saved tree's shapes and dtypes, replicated over this process's devices.
+
+  Without a target orbax reuses the saved shardings, which fails on any other device count (a checkpoint from 4
+  training devices evaluated on 1 GPU).
+  """
+  metadata = ocp.StandardCheckpointer().metadata(epath.Path(manager.directory) / str(step) / "state")
+  tree = getattr(metadata, "item_metadata", metadata)
+  mesh = jax.sharding.Mesh(np.array(jax.local_devices()), ("replica",))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), tree,
+                      is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
 
 
 def restore_params(workdir: str, use_ema: bool = True, step: int | None = None):
@@ -140,7 +158,8 @@ def restore_params(workdir: str, use_ema: bool = True, step: int | None = None):
   if step is None:
     raise FileNotFoundError(f"no checkpoint in {epath.Path(workdir) / CHECKPOINT_DIR}: train first "
                             f"(python main.py --mode=train --workdir={workdir} ...)")
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(_replicated_target(manager, step))))["state"]
   manager.close()
   key = "ema_params" if use_ema and config.optim.get("ema_decay", 0) > 0 else "params"
   return restored[key], step, config
