@@ -49,6 +49,7 @@ def get_config():
       preset="small",                  # tiny | small | base; the fields below override the preset when set
       width=placeholder(int), enc_blocks=placeholder(tuple), middle_blocks=placeholder(int),
       dec_blocks=placeholder(tuple), proj_dim=placeholder(int),
+      embed_pool="project_then_mean",  # InfoNCE head: per-location projection, then mean ("mean": pool first)
       said="instance",                 # SAID: "instance" (remove per-channel statistics) or "none"
       said_skips=True,                 # distil skip features too, so blur cannot bypass the latent
       said_learned_mix=False,          # learned per-channel blend of distilled and raw features

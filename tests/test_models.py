@@ -119,3 +119,23 @@ def test_model_kwargs_overrides_and_errors():
     model_kwargs(ml_collections.ConfigDict({"preset": "huge"}))
   with pytest.raises(ValueError, match="config.model.bogus"):
     model_kwargs(ml_collections.ConfigDict({"preset": "tiny", "bogus": 1}))
+
+
+def test_infonce_embeddings_tell_scenes_apart_behind_said():
+  """Pooling an instance-normalised latent gives one vector for every image; the default head must not."""
+  from bdirnet_jax import losses  # pylint: disable=g-import-not-at-top
+  from tests.fakes import PairIterator  # pylint: disable=g-import-not-at-top
+  batch = next(PairIterator(4, 32))
+  blurry, sharp = (jnp.asarray(batch[k], jnp.float32) / 255.0 for k in ("blurry", "sharp"))
+  config = ml_collections.ConfigDict({"preset": "tiny", "said": "instance"})
+  model = create_model(config)
+  params = model.init(jax.random.key(0), blurry, sharp)["params"]
+  emb = model.apply({"params": params}, blurry, sharp)["embed_blurry"]
+  spread = float(jnp.min(jnp.linalg.norm(emb[:, None] - emb[None], axis=-1) + jnp.eye(4) * 1e9))
+  assert spread > 1e-3 * float(jnp.max(jnp.linalg.norm(emb, axis=-1)))
+
+  def infonce(p):
+    out = model.apply({"params": p}, blurry, sharp)
+    return losses.info_nce_loss(out["embed_blurry"], out["embed_sharp"])
+  grad_norm = float(jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(jax.grad(infonce)(params)))))
+  assert np.isfinite(grad_norm) and grad_norm < 100.0, grad_norm  # pooling first: ~1e7

@@ -37,6 +37,7 @@ class BDIRNet(nn.Module):
   sair: bool = True
   global_residual: bool = True
   proj_dim: int = 64
+  embed_pool: str = "project_then_mean"
   scan: bool = False
   remat: bool = False
   dtype: Any = jnp.float32
@@ -58,9 +59,20 @@ class BDIRNet(nn.Module):
     return 2 ** len(self.enc_blocks)
 
   def embed(self, latent):
-    """Projection head on the pooled latent, for the InfoNCE comparison (SimCLR-style, float32)."""
-    pooled = jnp.mean(latent.astype(jnp.float32), axis=(1, 2))
-    return self.proj_out(nn.gelu(self.proj_hidden(pooled)))
+    """Projection head for the InfoNCE comparison (SimCLR-style, float32).
+
+    "project_then_mean" applies the hidden layer at every location before pooling. Pooling first ("mean") is
+    degenerate behind SAID's instance normalisation: every channel's spatial mean is then the same learned shift
+    for every image, so all embeddings coincide and InfoNCE's gradient explodes (norms ~1e7 at init).
+    """
+    x = latent.astype(jnp.float32)
+    if self.embed_pool == "project_then_mean":
+      pooled = jnp.mean(nn.gelu(self.proj_hidden(x)), axis=(1, 2))
+    elif self.embed_pool == "mean":
+      pooled = nn.gelu(self.proj_hidden(jnp.mean(x, axis=(1, 2))))
+    else:
+      raise ValueError(f"model.embed_pool must be 'project_then_mean' or 'mean', got {self.embed_pool!r}")
+    return self.proj_out(pooled)
 
   def deblur(self, blurry):
     d = self.distill(blurry)
