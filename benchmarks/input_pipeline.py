@@ -24,17 +24,35 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
 
 
+def _texture(seed: int, size=(512, 512)) -> np.ndarray:
+  """A photo-sized image with structure at several scales (bilinear upsampling of random grids)."""
+  rng = np.random.default_rng(seed)
+  out = np.zeros((*size, 3), np.float32)
+  for cells in (4, 16, 64):
+    grid = rng.random((cells + 1, cells + 1, 3), np.float32)
+    y = np.linspace(0, cells, size[0])[:, None]
+    x = np.linspace(0, cells, size[1])[None, :]
+    y0, x0 = np.minimum(y.astype(int), cells - 1), np.minimum(x.astype(int), cells - 1)
+    fy, fx = (y - y0)[..., None], (x - x0)[..., None]
+    out += ((1 - fy) * (1 - fx) * grid[y0, x0] + (1 - fy) * fx * grid[y0, x0 + 1]
+            + fy * (1 - fx) * grid[y0 + 1, x0] + fy * fx * grid[y0 + 1, x0 + 1])
+  return np.round(out / 3 * 255).astype(np.uint8)
+
+
 def photo_source(copies: int):
   """Shipped skimage colour photos, host-blurred once (gaussian family) to give (blurry, sharp)."""
-  import skimage.data
-
   from bdirnet_jax import blur
 
+  try:
+    import skimage.data
+    loaders = [(name, getattr(skimage.data, name, None)) for name in PHOTOS]
+  except ImportError:  # GPU images may lack scikit-image: smooth random textures of photo size instead
+    loaders = [(f"texture{i}", lambda i=i: _texture(i)) for i in range(len(PHOTOS))]
   recs = []
   rng = np.random.default_rng(0)
-  for name in PHOTOS:
+  for name, load in loaders:
     try:
-      img = np.asarray(getattr(skimage.data, name)())
+      img = np.asarray(load())
     except Exception:  # not shipped with this skimage build (would need a download)
       continue
     if img.ndim != 3 or img.shape[-1] != 3:
