@@ -25,7 +25,8 @@ flags.DEFINE_string("output", None, "predict: output folder; export: output file
 flags.DEFINE_integer("tile", None, "predict: tile size in pixels; 0 disables tiling; unset = tile only when an "
                      "image would not fit the device memory.")
 flags.DEFINE_integer("tile_overlap", 32, "predict: overlap between neighbouring tiles, blended linearly.")
-flags.DEFINE_integer("batch_size", None, "predict: images (or tiles) per device step; unset = automatic.")
+flags.DEFINE_integer("batch_size", None, "predict: images (or tiles) per step over all devices, rounded up to a "
+                     "multiple of the device count; unset = automatic.")
 flags.DEFINE_bool("bf16", False, "predict/export/evaluate: bfloat16 activations (params stay float32).")
 flags.DEFINE_bool("use_ema", True, "evaluate/predict/export: use the EMA params when the run kept them.")
 flags.DEFINE_integer("step", None, "evaluate/predict/export: checkpoint step (default: latest).")

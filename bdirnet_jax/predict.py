@@ -1,0 +1,368 @@
+"""Deblurs image files with a trained workdir: shape buckets keep compilations few, big images are tiled.
+
+Every network call sees a padded shape from a small set: H and W are rounded up to a bucket (a multiple of
+max(64, 2^(floor(log2 side) - 2)) and of the network's downsampling factor: sides up to 256 pad to a multiple of
+64, longer ones by at most 25%, four sizes per octave) and the batch to a power of two times the device count.
+Images of one bucket are batched together; reflect padding keeps the statistics SAID normalises close to the
+unpadded image's, but not identical, so a result can differ very slightly from evaluate's (which pads only to the
+multiple).
+
+An image is tiled (see tiling.py) when a side exceeds --tile, or, with --tile unset, when one forward pass of its
+bucket would not fit the device memory (estimated from XLA's memory analysis of a small input, scaled by pixels).
+The core, `Predictor`, takes any batch apply function, so the tiling and batching are testable on their own.
+"""
+import collections
+import concurrent.futures
+import dataclasses
+import functools
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from bdirnet_jax import image_io
+from bdirnet_jax import inference
+from bdirnet_jax import sharding as sharding_lib
+from bdirnet_jax import tiling
+
+MAX_IMAGES_PER_DEVICE = 8
+PIXELS_PER_DEVICE_STEP = 1 << 22  # bigger batches of big images gain nothing and cost host memory
+AUTO_TILES = (2048, 1024, 512, 256, 128)
+DEVICE_MEMORY_FRACTION = 0.8
+HOST_MEMORY_FRACTION = 0.5  # CPU backends: of the physical RAM, shared by the (possibly fake) CPU devices
+PENDING_BYTES = 1 << 30  # host bytes of images waiting for their bucket to fill before a partial batch is run
+FALLBACK_BYTES_PER_PIXEL = 4096.0  # when XLA gives no memory analysis: conservative for the presets
+
+
+def bucket_side(n: int, multiple: int = 1) -> int:
+  """`n` rounded up to its bucket: a multiple of max(64, 2^(floor(log2 n) - 2)) and of `multiple`."""
+  step = math.lcm(max(64, 1 << max(0, n.bit_length() - 3)), multiple)
+  return -(-n // step) * step
+
+
+def pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
+  """Pads an HxWxC image at the bottom/right to (height, width) like inference.pad_to_multiple does."""
+  h, w = image.shape[:2]
+  if (h, w) == (height, width):
+    return image
+  mode = "reflect" if min(h, w) > 1 else "edge"
+  return np.pad(image, [(0, height - h), (0, width - w), (0, 0)], mode=mode)
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryModel:
+  """Device memory one forward pass needs per input pixel, against what one device has for it."""
+  bytes_per_pixel: float
+  budget_bytes: float
+
+  def images_that_fit(self, pixels: int) -> int:
+    return int(self.budget_bytes // (self.bytes_per_pixel * pixels))
+
+
+def memory_budget(devices, reserved_bytes: float = 0.0) -> float:
+  """Bytes one device can give to activations: its allocator limit, or on CPU a share of the host's RAM."""
+  stats = devices[0].memory_stats() or {}
+  if "bytes_limit" in stats:
+    free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+    return DEVICE_MEMORY_FRACTION * free
+  host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  return HOST_MEMORY_FRACTION * host / len(devices) - reserved_bytes
+
+
+def estimate_memory(jitted, params, mesh: jax.sharding.Mesh, multiple: int, probe: int = 128) -> MemoryModel:
+  """Compiles the forward for one probe-sized image per device and scales XLA's per-device memory by pixels."""
+  side = math.lcm(probe, multiple)
+  n = mesh.devices.size
+  x = jax.ShapeDtypeStruct((n, side, side, 3), jnp.float32, sharding=sharding_lib.batch_sharding(mesh))
+  analysis = jitted.lower(params, x).compile().memory_analysis()
+  param_bytes = sum(p.nbytes for p in jax.tree.leaves(params))
+  if analysis is None:
+    bpp = FALLBACK_BYTES_PER_PIXEL
+  else:
+    used = analysis.temp_size_in_bytes + analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+    bpp = max(used - param_bytes, 1) / (side * side)
+  return MemoryModel(bpp, memory_budget(list(mesh.devices.flat), reserved_bytes=param_bytes))
+
+
+class _Result:
+  """One batch's device output; copied to the host (and cropped) only when read, so the device runs ahead."""
+
+  def __init__(self, out, n: int, h: int, w: int):
+    self.out, self.n, self.h, self.w = out, n, h, w
+
+  def __array__(self, dtype=None, copy=None):
+    a = np.asarray(self.out)[:self.n, :self.h, :self.w]
+    return a if dtype is None else a.astype(dtype)
+
+
+class Predictor:
+  """Deblurs images (OpenCV-layout pixels, see image_io) with `apply`, batching by bucket and tiling big ones.
+
+  apply(float32 [N, H, W, 3] RGB in [0, 1]) -> [N, H, W, 3] in [0, 1], for N a multiple of `batch_multiple` (the
+  device count) and H, W multiples of `multiple` (the network's downsampling factor). tile: None = tile only what
+  `memory` says does not fit (never, without a memory model); 0 = never; T = images with a side over T, in tiles of
+  T (rounded down to the multiple). batch_size: images or tiles per step over all devices (rounded up to the device
+  count); None = up to MAX_IMAGES_PER_DEVICE per device, as memory allows.
+  """
+
+  def __init__(self, apply: Callable[[np.ndarray], Any], *, multiple: int = 1, batch_multiple: int = 1,
+               tile: int | None = None, tile_overlap: int = 32, batch_size: int | None = None,
+               memory: MemoryModel | None = None):
+    self.apply, self.multiple, self.batch_multiple, self.memory = apply, multiple, batch_multiple, memory
+    self.tile_overlap, self.batch_size = tile_overlap, batch_size
+    if tile_overlap < 0:
+      raise ValueError(f"--tile_overlap must be >= 0, got {tile_overlap}")
+    if batch_size is not None and batch_size < 1:
+      raise ValueError(f"--batch_size must be >= 1, got {batch_size}")
+    if tile is None or tile == 0:
+      self.tile = tile
+      rounded = [t // multiple * multiple for t in AUTO_TILES]
+      self._auto_tiles = [t for t in rounded if t - tile_overlap >= multiple]
+      if tile is None and memory is not None and not self._auto_tiles:
+        raise ValueError(f"--tile_overlap={tile_overlap} leaves no room for automatic tiles of "
+                         f"{min(AUTO_TILES)} pixels; pass a smaller overlap or an explicit --tile")
+    else:
+      self.tile = tile // multiple * multiple
+      if tile < 0 or self.tile - tile_overlap < multiple:
+        raise ValueError(f"--tile={tile} (rounded down to the network's multiple {multiple}: {self.tile}) must "
+                         f"exceed --tile_overlap={tile_overlap} by at least {multiple}")
+    self.shapes: set[tuple[int, ...]] = set()  # every padded batch shape run: one compilation each for a jit
+    self._queues: dict[tuple[int, int], list] = collections.defaultdict(list)
+    self._pending_bytes = 0
+
+  @property
+  def compilations(self) -> int:
+    return len(self.shapes)
+
+  def bucket(self, h: int, w: int) -> tuple[int, int]:
+    return bucket_side(h, self.multiple), bucket_side(w, self.multiple)
+
+  def images_per_step(self, pixels: int) -> int:
+    if self.batch_size is not None:
+      return -(-self.batch_size // self.batch_multiple) * self.batch_multiple
+    per_device = min(MAX_IMAGES_PER_DEVICE, max(1, PIXELS_PER_DEVICE_STEP // pixels))
+    if self.memory is not None:
+      per_device = max(1, min(per_device, self.memory.images_that_fit(pixels)))
+    return per_device * self.batch_multiple
+
+  def _batch_for(self, count: int, pixels: int) -> int:
+    """Batch size for `count` images: the device count times a power of two, at most images_per_step."""
+    steps = math.ceil(count / self.batch_multiple)
+    return min(self.images_per_step(pixels), self.batch_multiple * (1 << (steps - 1).bit_length()))
+
+  def tile_size(self, h: int, w: int) -> int | None:
+    """The tile size for an HxW image, or None to run it whole."""
+    if self.tile == 0:
+      return None
+    if self.tile is not None:
+      return self.tile if max(h, w) > self.tile else None
+    if self.memory is None or self.memory.images_that_fit(math.prod(self.bucket(h, w))) >= 1:
+      return None
+    for t in self._auto_tiles:
+      if self.memory.images_that_fit(math.prod(self.bucket(min(t, h), min(t, w)))) >= 1:
+        return t
+    return self._auto_tiles[-1]
+
+  # ---------------------------------------------------------------------------------------------------------------
+  # Network calls: every batch padded to a bucket shape and a fixed batch size.
+
+  def _run_batch(self, images: list[np.ndarray], batch: int, bucket: tuple[int, int]) -> Any:
+    """Pads each float32 HxWx3 image to `bucket`, the batch to `batch`, and dispatches `apply`."""
+    x = np.stack([pad_to(im, *bucket) for im in images])
+    x, n = inference.pad_batch(x, batch)
+    if x.shape not in self.shapes:
+      logging.info("predict: compiling for batch shape %s", x.shape)
+      self.shapes.add(x.shape)
+    return self.apply(x), n
+
+  def _flush(self, key: tuple[int, int]) -> None:
+    queue = self._queues.pop(key, [])
+    if not queue:
+      return
+    self._pending_bytes -= sum(p.nbytes for p, _ in queue)
+    batch = self._batch_for(len(queue), math.prod(key))
+    try:
+      out, n = self._run_batch([image_io.to_rgb01(p) for p, _ in queue], batch, key)
+      out = np.asarray(out)
+    except Exception as e:  # pylint: disable=broad-except  (e.g. out of device memory: report, go on)
+      for _, done in queue:
+        done(e)
+      return
+    for k, (pixels, done) in enumerate(queue[:n]):
+      h, w = pixels.shape[:2]
+      done(image_io.from_rgb01(out[k, :h, :w], pixels))
+
+  def _run_tiled(self, pixels: np.ndarray, tile: int) -> np.ndarray:
+    h, w = pixels.shape[:2]
+    grid = tiling.make_grid(h, w, tile, self.tile_overlap, align=self.multiple)
+    bucket = self.bucket(grid.th, grid.tw)
+    batch = self._batch_for(grid.num_tiles, math.prod(bucket))
+    out = np.empty_like(pixels)
+
+    def apply_batch(tiles):
+      result, n = self._run_batch(list(tiles), batch, bucket)
+      return _Result(result, n, grid.th, grid.tw)
+
+    def write_rows(y0, rows):
+      out[y0:y0 + rows.shape[0]] = image_io.from_rgb01(rows, pixels[y0:y0 + rows.shape[0]])
+
+    tiling.run_tiled(grid, lambda y, x, th, tw: image_io.to_rgb01(pixels[y:y + th, x:x + tw]), apply_batch,
+                     write_rows, batch_size=batch)
+    return out
+
+  # ---------------------------------------------------------------------------------------------------------------
+
+  def submit(self, pixels: np.ndarray, done: Callable[[Any], None], name: str = "image") -> None:
+    """Queues one image; `done` later receives the deblurred pixels (same shape and dtype) or the exception."""
+    h, w = pixels.shape[:2]
+    tile = self.tile_size(h, w)
+    if tile is not None:
+      grid = tiling.make_grid(h, w, tile, self.tile_overlap, align=self.multiple)
+      logging.info("predict: %s (%dx%d) in %d tiles of %dx%d, overlap %d", name, h, w, grid.num_tiles, grid.th,
+                   grid.tw, self.tile_overlap)
+      try:
+        result = self._run_tiled(pixels, tile)
+      except Exception as e:  # pylint: disable=broad-except
+        done(e)
+        return
+      done(result)
+      return
+    key = self.bucket(h, w)
+    self._queues[key].append((pixels, done))
+    self._pending_bytes += pixels.nbytes
+    if len(self._queues[key]) >= self.images_per_step(math.prod(key)):
+      self._flush(key)
+    while self._pending_bytes > PENDING_BYTES:
+      self._flush(max(self._queues, key=lambda k: sum(p.nbytes for p, _ in self._queues[k])))
+
+  def finish(self) -> None:
+    """Runs every partly filled bucket."""
+    for key in list(self._queues):
+      self._flush(key)
+
+  def deblur(self, images: list[np.ndarray]) -> list[np.ndarray]:
+    """In-memory: OpenCV-layout pixel arrays in, deblurred arrays of the same shape and dtype out."""
+    results: list[Any] = [None] * len(images)
+
+    def store(i, result):
+      results[i] = result
+
+    for i, pixels in enumerate(images):
+      self.submit(pixels, functools.partial(store, i), name=f"image {i}")
+    self.finish()
+    for r in results:
+      if isinstance(r, Exception):
+        raise r
+    return results
+
+  def run(self, input_path, output_dir, *, shard: tuple[int, int] = (0, 1)) -> int:
+    """Deblurs a file or a folder tree into `output_dir` as PNGs; returns the exit status (1 if anything failed).
+
+    `shard=(i, n)`: this process takes every n-th file from the i-th (multi-process runs split the work).
+    """
+    input_path, output_dir = Path(input_path), Path(output_dir)
+    failures: list[tuple[Path, str]] = []
+    if input_path.is_dir():
+      files, failures = image_io.find_images(input_path, exclude=output_dir)
+      jobs = [(f, output_dir / f.relative_to(input_path).with_suffix(".png")) for f in files]
+    elif input_path.exists():
+      jobs = [(input_path, output_dir / (input_path.stem + ".png"))]
+    else:
+      logging.error("predict: --input=%s does not exist", input_path)
+      return 1
+    owners: dict[Path, Path] = {}
+    unique = []
+    for src, dst in jobs:
+      if dst in owners:
+        failures.append((src, f"skipped: its output {dst} is also the output of {owners[dst]} (same stem)"))
+      else:
+        owners[dst] = src
+        unique.append((src, dst))
+    jobs = unique[shard[0]::shard[1]]
+    if not jobs and not failures:
+      logging.error("predict: no %s images found under %s", "/".join(image_io.EXTENSIONS), input_path)
+      return 1
+
+    written = 0
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool, \
+         tqdm(total=len(jobs), unit="image", desc="predict", disable=None) as bar:
+      writes: collections.deque = collections.deque()
+
+      def drain(limit: int):
+        nonlocal written
+        while len(writes) > limit:
+          src, future = writes.popleft()
+          try:
+            future.result()
+            written += 1
+          except Exception as e:  # pylint: disable=broad-except
+            failures.append((src, f"could not write the output: {e}"))
+          bar.update(1)
+
+      def done(src, dst, result):
+        if isinstance(result, Exception):
+          failures.append((src, f"deblurring failed: {type(result).__name__}: {result}"))
+          bar.update(1)
+        else:
+          writes.append((src, pool.submit(image_io.write_png, dst, result)))
+          drain(limit=4)
+
+      reads = collections.deque()
+      for i, (src, dst) in enumerate(jobs):
+        while len(reads) < 2 and i + len(reads) < len(jobs):
+          reads.append(pool.submit(image_io.read_image, jobs[i + len(reads)][0]))
+        future = reads.popleft()
+        try:
+          image = future.result()
+        except image_io.ImageReadError as e:
+          failures.append((src, e.reason))
+          bar.update(1)
+          continue
+        except Exception as e:  # pylint: disable=broad-except  (OSError, decoder errors: report and go on)
+          failures.append((src, f"cannot read: {type(e).__name__}: {e}"))
+          bar.update(1)
+          continue
+        if image.note:
+          logging.info("predict: %s: %s", src, image.note)
+        self.submit(image.pixels, functools.partial(done, src, dst), name=str(src))
+      self.finish()
+      drain(limit=0)
+
+    logging.info("predict: %d compilation(s), batch shapes %s", self.compilations, sorted(self.shapes))
+    if failures:
+      lines = "\n".join(f"  {path}: {reason}" for path, reason in failures)
+      logging.error("predict: %d of %d image(s) written to %s; %d failed:\n%s", written, len(jobs), output_dir,
+                    len(failures), lines)
+      return 1
+    logging.info("predict: %d image(s) written to %s", written, output_dir)
+    return 0
+
+
+def predict(workdir, input_path, output_dir, *, tile=None, tile_overlap=32, batch_size=None, bf16=False,
+            use_ema=True, step=None) -> int:
+  """--mode=predict: deblurs a file or folder with the checkpoint of `workdir`; returns the exit status."""
+  restored = inference.load(workdir, use_ema=use_ema, step=step, bf16=bf16)
+  devices = jax.local_devices()
+  mesh = sharding_lib.create_mesh((-1, 1), devices=devices)
+  jitted = inference.jit_deblur(restored.model, mesh)
+  params = jax.device_put(restored.params, sharding_lib.replicated(mesh))
+  multiple = restored.model.downsample_factor
+  memory = estimate_memory(jitted, params, mesh, multiple) if tile is None else None
+  if memory is not None:
+    logging.info("predict: about %.0f bytes per pixel per device, budget %.2f GB per device", memory.bytes_per_pixel,
+                 memory.budget_bytes / 1e9)
+  logging.info("predict: step %d of %s on %d %s device(s), %s", restored.step, workdir, len(devices),
+               devices[0].platform, "bfloat16" if bf16 else "float32")
+  predictor = Predictor(functools.partial(jitted, params), multiple=multiple, batch_multiple=len(devices),
+                        tile=tile, tile_overlap=tile_overlap, batch_size=batch_size, memory=memory)
+  status = predictor.run(input_path, output_dir, shard=(jax.process_index(), jax.process_count()))
+  cache_size = getattr(jitted, "_cache_size", None)
+  if cache_size is not None:
+    logging.info("predict: jit cache holds %d executable(s)", cache_size())
+  return status

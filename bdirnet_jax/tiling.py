@@ -1,0 +1,171 @@
+"""Overlapping tiles of a large image, blended without seams, processed one horizontal stripe at a time.
+
+Neighbouring tiles overlap by at least `overlap` pixels. Inside each overlap the outer quarter on either side gets
+zero weight (those are the pixels a tile computes with the least context) and the middle half blends linearly, so
+the weights are continuous and, where two tiles meet, sum to one. A network whose receptive field reaches at most
+`overlap // 4` pixels therefore gives exactly its untiled output; one with global statistics (BDIRNet's channel
+attention and SAID) computes them per tile, which changes the result slightly.
+
+Tiles are laid over the image padded to a multiple of `align` (the network's downsampling factor), so each starts
+at an aligned offset and sees the stride phase the whole image would. They run in raster order and finished rows
+are handed out as soon as no later tile touches them: the host keeps one stripe (tile height x image width) of
+float32, never a float32 copy of the whole image.
+"""
+import collections
+import dataclasses
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+
+def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
+  """Start offsets of tiles of size min(tile, length) covering [0, length), neighbours overlapping >= overlap.
+
+  Starts are spread evenly and rounded to multiples of `align` (the network's downsampling factor, so each tile
+  sees the same stride phase as the whole image), except the last, which ends at `length`.
+  """
+  if tile < 1 or not 0 <= overlap < tile:
+    raise ValueError(f"need tile >= 1 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
+  if length <= tile:
+    return [0]
+  if tile - overlap < align:
+    raise ValueError(f"tile={tile} minus overlap={overlap} must be at least the alignment {align}")
+  last = length - tile
+  n = math.ceil(last / (tile - overlap)) + 1
+  while True:  # rounding down to the alignment can widen a gap by up to align - 1: add tiles until none is too wide
+    starts = sorted({align * (i * last // ((n - 1) * align)) for i in range(n - 1)} | {last})
+    if max(b - a for a, b in zip(starts, starts[1:])) <= tile - overlap:
+      return starts
+    n += 1
+
+
+def ramp(size: int, before: int, after: int, margin: int) -> np.ndarray:
+  """1-D weights of a tile of `size` overlapping its neighbours by `before` and `after` pixels (0: image border)."""
+  d = np.arange(size, dtype=np.float32)
+  w = np.ones(size, np.float32)
+  if before > 0:
+    w = np.minimum(w, np.clip((d - margin + 1) / (before - 2 * margin + 1), 0.0, 1.0))
+  if after > 0:
+    e = size - 1 - d
+    w = np.minimum(w, np.clip((e - margin + 1) / (after - 2 * margin + 1), 0.0, 1.0))
+  return w
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+  """Tile layout of an image: tiles (th, tw) at every (y, x) in ys x xs, over the image padded at the bottom/right
+  to a multiple of the alignment (as the untiled pass pads it), so every tile, the last included, is aligned."""
+  height: int  # the image
+  width: int
+  padded_height: int  # the image padded to the alignment: the extent of the tiles
+  padded_width: int
+  th: int
+  tw: int
+  ys: tuple
+  xs: tuple
+  wy: tuple  # weights of the tile starting at ys[i], length th
+  wx: tuple
+  norm_y: np.ndarray  # sum of the weights over all tiles, per row / column (the 2-D sum is their outer product)
+  norm_x: np.ndarray
+
+  @property
+  def num_tiles(self) -> int:
+    return len(self.ys) * len(self.xs)
+
+
+def _axis(length, tile, overlap, align, margin):
+  size = min(tile, length)
+  starts = tile_starts(length, tile, overlap, align)
+  weights = []
+  for i, s in enumerate(starts):
+    before = starts[i - 1] + size - s if i > 0 else 0
+    after = s + size - starts[i + 1] if i + 1 < len(starts) else 0
+    weights.append(ramp(size, before, after, margin))
+  norm = np.zeros(length, np.float32)
+  for s, w in zip(starts, weights):
+    norm[s:s + size] += w
+  return size, tuple(starts), tuple(weights), norm
+
+
+def make_grid(height: int, width: int, tile: int, overlap: int, align: int = 1) -> Grid:
+  if tile % align:
+    raise ValueError(f"tile={tile} must be a multiple of the alignment {align}")
+  ph, pw = -(-height // align) * align, -(-width // align) * align
+  margin = overlap // 4
+  th, ys, wy, ny = _axis(ph, tile, overlap, align, margin)
+  tw, xs, wx, nx = _axis(pw, tile, overlap, align, margin)
+  if ny.min() <= 0 or nx.min() <= 0:  # cannot happen for valid starts; a bug guard, not an input check
+    raise AssertionError(f"tile weights leave pixels uncovered: {height}x{width}, tile {tile}, overlap {overlap}")
+  return Grid(height, width, ph, pw, th, tw, ys, xs, wy, wx, ny, nx)
+
+
+def run_tiled(grid: Grid, read_tile: Callable[[int, int, int, int], np.ndarray],
+              apply_batch: Callable[[np.ndarray], Any], write_rows: Callable[[int, np.ndarray], None], *,
+              batch_size: int, channels: int = 3) -> None:
+  """Applies `apply_batch` to every tile and hands the blended image to `write_rows` stripe by stripe.
+
+  read_tile(y, x, h, w) -> float32 [h, w, C], a region inside the image; tiles reaching into the alignment padding
+  are reflect-padded here (edge-padded when a side of the image is 1 pixel, like inference.pad_to_multiple).
+  apply_batch(float32 [N <= batch_size, th, tw, C]) -> anything np.asarray turns into the [N, th, tw, C] result (a
+  jax.Array: the next batch is dispatched before this one is waited for). write_rows(y0, rows) receives the final
+  float32 rows [n, width, C], top to bottom, each row once.
+  """
+  coords = [(i, j) for i in range(len(grid.ys)) for j in range(len(grid.xs))]
+  acc = np.zeros((grid.th, grid.padded_width, channels), np.float32)
+  mode = "reflect" if min(grid.height, grid.width) > 1 else "edge"
+  state = {"stripe": 0}
+
+  def read(y, x):
+    h, w = min(grid.th, grid.height - y), min(grid.tw, grid.width - x)
+    region = read_tile(y, x, h, w)
+    if (h, w) != (grid.th, grid.tw):
+      region = np.pad(region, [(0, grid.th - h), (0, grid.tw - w), (0, 0)], mode=mode)
+    return region
+
+  def finish_rows(stop_row):
+    """Writes the accumulated rows [ys[stripe], stop_row) and shifts the accumulator up to stop_row."""
+    y0 = grid.ys[state["stripe"]]
+    n = stop_row - y0
+    if y0 < grid.height:
+      keep = min(stop_row, grid.height) - y0
+      rows = acc[:keep, :grid.width] / (grid.norm_y[y0:y0 + keep, None, None] * grid.norm_x[None, :grid.width, None])
+      write_rows(y0, rows)
+    acc[:grid.th - n] = acc[n:].copy()
+    acc[grid.th - n:] = 0.0
+
+  def consume(batch_coords, result):
+    out = np.asarray(result)
+    for (i, j), tile_out in zip(batch_coords, out):
+      while i > state["stripe"]:
+        finish_rows(grid.ys[state["stripe"] + 1])
+        state["stripe"] += 1
+      x = grid.xs[j]
+      weight = grid.wy[i][:, None, None] * grid.wx[j][None, :, None]
+      acc[:, x:x + grid.tw] += tile_out.astype(np.float32) * weight
+
+  pending = collections.deque()
+  for start in range(0, len(coords), batch_size):
+    batch_coords = coords[start:start + batch_size]
+    tiles = np.stack([read(grid.ys[i], grid.xs[j]) for i, j in batch_coords])
+    pending.append((batch_coords, apply_batch(tiles)))
+    if len(pending) > 1:
+      consume(*pending.popleft())
+  while pending:
+    consume(*pending.popleft())
+  finish_rows(grid.padded_height)
+
+
+def apply_tiled(image: np.ndarray, apply_batch: Callable[[np.ndarray], Any], *, tile: int, overlap: int,
+                batch_size: int = 1, align: int = 1) -> np.ndarray:
+  """In-memory convenience: float [H, W, C] image -> blended float32 [H, W, C] result."""
+  h, w, c = image.shape
+  grid = make_grid(h, w, tile, overlap, align)
+  out = np.empty((h, w, c), np.float32)
+
+  def write_rows(y0, rows):
+    out[y0:y0 + rows.shape[0]] = rows
+
+  run_tiled(grid, lambda y, x, th, tw: np.asarray(image[y:y + th, x:x + tw], np.float32), apply_batch, write_rows,
+            batch_size=batch_size, channels=c)
+  return out

@@ -1,0 +1,206 @@
+"""Inference benchmark: ms per image and images/s of the predict path, compile time, peak memory, compilations.
+
+python benchmarks/inference.py --preset=small [--dtype=bfloat16] [--sizes=256x256,720x1280,4000x3000@1024]
+       [--batches=1,8] [--repeats=3] [--device_count=4] [--isolate]
+
+Sizes are HxW; `@T` tiles that size with T-pixel tiles (overlap --tile_overlap); without it the image runs whole.
+For a whole image the batch is images per step, for a tiled one tiles per step; batches that the device memory
+estimate says do not fit are skipped. Params are randomly initialised (timing does not depend on them). Times are
+medians over --repeats runs after a first (compiling) call, each synchronised by copying the result to the host:
+`ms_per_image` is Predictor.deblur end to end (host float conversion, padding, transfer, device, blending; no PNG
+decode or encode), `device_ms_per_image` the jitted forward alone on a device-resident batch (whole images).
+`compile_s` is the first call minus a steady one. Peak memory is the device's peak_bytes_in_use where the backend
+reports it, else the process's peak host RSS, which only grows: pass --isolate to run each size in a fresh process.
+`compilations` counts the padded shapes Predictor would compile for a folder of --mixed images of assorted sizes.
+Prints one JSON line per measurement, then a table. TensorFlow is never imported.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+
+def _peak_memory(jax):
+  stats = jax.local_devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:
+    return stats["peak_bytes_in_use"], "device"
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("VmHWM:"):
+          return int(line.split()[1]) * 1024, "host_rss"
+  except OSError:
+    pass
+  import resource  # pylint: disable=g-import-not-at-top
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "host_rss"
+
+
+def _parse_sizes(text):
+  specs = []
+  for item in text.split(","):
+    size, _, tile = item.strip().partition("@")
+    h, w = (int(v) for v in size.lower().split("x"))
+    specs.append((h, w, int(tile) if tile else 0, item.strip()))
+  return specs
+
+
+def _mixed_sizes(n, seed=0):
+  """Assorted photo-like sizes: phone/camera resolutions, their crops and portrait versions."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  common = [(480, 640), (720, 1280), (1080, 1920), (768, 1024), (600, 800), (1200, 1600), (256, 256), (512, 384)]
+  sizes = []
+  for i in range(n):
+    h, w = common[rng.integers(len(common))]
+    if i % 3 == 1:
+      h, w = int(h * rng.uniform(0.5, 1.0)), int(w * rng.uniform(0.5, 1.0))  # a crop
+    if i % 4 == 3:
+      h, w = w, h
+    sizes.append((h, w))
+  return sizes
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser()
+  p.add_argument("--preset", default="small", choices=["tiny", "small", "base"])
+  p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  p.add_argument("--sizes", default="256x256,720x1280,4000x3000@1024")
+  p.add_argument("--batches", default="1,8", help="images (whole) or tiles (tiled) per step")
+  p.add_argument("--tile_overlap", type=int, default=32)
+  p.add_argument("--repeats", type=int, default=3, help="0: time the first call only (compile included)")
+  p.add_argument("--mixed", type=int, default=48, help="images in the mixed-size folder for the compilation count")
+  p.add_argument("--device_count", type=int, default=None, help="fake CPU devices")
+  p.add_argument("--isolate", action="store_true", help="each size in its own process (per-size peak memory)")
+  args = p.parse_args(argv)
+
+  if args.isolate:
+    rows = []
+    for i, (_, _, _, item) in enumerate(_parse_sizes(args.sizes)):
+      child = [f"--{k}={v}" for k, v in vars(args).items() if k not in ("isolate", "sizes", "mixed") and v is not None]
+      child += [f"--sizes={item}", f"--mixed={args.mixed if i == 0 else 0}"]
+      out = subprocess.run([sys.executable, os.path.abspath(__file__), *child], capture_output=True, text=True,
+                           check=False)
+      if out.returncode:
+        sys.stderr.write(out.stderr[-4000:])
+        raise SystemExit(f"size {item} failed (exit {out.returncode})")
+      for line in out.stdout.splitlines():
+        if line.startswith("{"):
+          print(line, flush=True)
+          rows.append(json.loads(line))
+    _table(rows)
+    return rows
+
+  if args.device_count:
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               f" --xla_force_host_platform_device_count={args.device_count}").strip()
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  # pylint: disable=g-import-not-at-top
+  import jax
+  import jax.numpy as jnp
+  import ml_collections
+  import numpy as np
+  from bdirnet_jax import inference
+  from bdirnet_jax import predict
+  from bdirnet_jax import sharding as sharding_lib
+  from bdirnet_jax import tiling
+  from bdirnet_jax.models import create_model
+
+  model = create_model(ml_collections.ConfigDict({"preset": args.preset}), args.dtype)
+  m = model.downsample_factor
+  params = jax.jit(lambda k: model.init(k, jnp.zeros((1, 4 * m, 4 * m, 3)), method=model.deblur)["params"])(
+      jax.random.key(0))
+  devices = jax.local_devices()
+  mesh = sharding_lib.create_mesh((-1, 1), devices=devices)
+  params = jax.device_put(params, sharding_lib.replicated(mesh))
+  jitted = inference.jit_deblur(model, mesh)
+  memory = predict.estimate_memory(jitted, params, mesh, m)
+  apply = lambda x: jitted(params, x)
+  n_dev = len(devices)
+  common = dict(preset=args.preset, dtype=args.dtype, devices=n_dev, platform=devices[0].platform)
+  rows = []
+
+  def emit(row):
+    row = {**common, **row}
+    print(json.dumps(row), flush=True)
+    rows.append(row)
+
+  rng = np.random.default_rng(0)
+  for h, w, tile, item in _parse_sizes(args.sizes):
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    for batch in sorted({-(-max(1, int(b)) // n_dev) * n_dev for b in args.batches.split(",")}):
+      if tile:
+        grid_px = predict.bucket_side(min(tile, h), m) * predict.bucket_side(min(tile, w), m)
+        images = [image]
+      else:
+        grid_px = predict.bucket_side(h, m) * predict.bucket_side(w, m)
+        images = [image] * batch
+      if memory.images_that_fit(grid_px) < batch // n_dev:
+        emit(dict(size=item, tile=tile or None, batch=batch, skipped="does not fit the device memory estimate",
+                  bytes_per_pixel=round(memory.bytes_per_pixel, 1), budget_bytes=int(memory.budget_bytes)))
+        continue
+      predictor = predict.Predictor(apply, multiple=m, batch_multiple=n_dev, tile=tile, batch_size=batch,
+                                    tile_overlap=args.tile_overlap)
+      t = time.perf_counter()
+      predictor.deblur(images)
+      first = time.perf_counter() - t
+      times = []
+      for _ in range(args.repeats):
+        t = time.perf_counter()
+        predictor.deblur(images)
+        times.append(time.perf_counter() - t)
+      steady = float(np.median(times)) if times else first  # --repeats=0: one call, compile included
+      row = dict(size=item, tile=tile or None, batch=batch, images_per_call=len(images),
+                 ms_per_image=round(1e3 * steady / len(images), 2), images_per_s=round(len(images) / steady, 3),
+                 first_call_s=round(first, 2), compile_s=round(first - steady, 2) if times else None,
+                 compilations=predictor.compilations, shapes=sorted(predictor.shapes))
+      if tile:
+        row["tiles"] = tiling.make_grid(h, w, tile, args.tile_overlap, align=m).num_tiles
+      elif args.repeats:
+        x = jax.device_put(np.zeros((batch, predict.bucket_side(h, m), predict.bucket_side(w, m), 3), np.float32),
+                           sharding_lib.batch_sharding(mesh))
+        jax.block_until_ready(jitted(params, x))
+        device_times = []
+        for _ in range(args.repeats):
+          t = time.perf_counter()
+          jax.block_until_ready(jitted(params, x))
+          device_times.append(time.perf_counter() - t)
+        row["device_ms_per_image"] = round(1e3 * float(np.median(device_times)) / batch, 2)
+      row["peak_bytes"], row["peak_kind"] = _peak_memory(jax)
+      emit(row)
+
+  if args.mixed:
+    sizes = _mixed_sizes(args.mixed)
+    shapes = []
+    counter = predict.Predictor(lambda x: shapes.append(x.shape) or np.zeros(x.shape, np.float32), multiple=m,
+                                batch_multiple=n_dev, memory=memory)
+    for hw in sizes:  # only shapes are recorded: the count is the bucketing's, no network runs
+      counter.submit(np.zeros(hw + (3,), np.uint8), lambda _: None)
+    counter.finish()
+    emit(dict(size=f"mixed folder of {len(sizes)}", distinct_sizes=len(set(sizes)),
+              compilations=counter.compilations, shapes=sorted(counter.shapes)))
+  cache = getattr(jitted, "_cache_size", None)
+  if cache is not None:
+    emit(dict(size="jit cache", executables=cache()))
+  if argv is None:
+    _table(rows)
+  return rows
+
+
+def _table(rows):
+  print("\n| size | tile | batch | ms/image | images/s | device ms/image | compile s | peak MB |")
+  print("|---|---|---|---|---|---|---|---|")
+  for r in rows:
+    if "ms_per_image" in r:
+      peak = f"{r['peak_bytes'] / 1e6:.0f} ({r['peak_kind']})"
+      print(f"| {r['size']} | {r['tile'] or '-'} | {r['batch']} | {r['ms_per_image']} | {r['images_per_s']} | "
+            f"{r.get('device_ms_per_image', '-')} | {'-' if r['compile_s'] is None else r['compile_s']} | {peak} |")
+    elif "skipped" in r:
+      print(f"| {r['size']} | {r['tile'] or '-'} | {r['batch']} | skipped: {r['skipped']} | | | | |")
+    elif "compilations" in r:
+      print(f"| {r['size']} ({r['distinct_sizes']} distinct sizes) | | | {r['compilations']} compilations | | | | |")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,183 @@
+"""Image decoding at full depth, layout conversions, and the folder walker, including hostile inputs."""
+import io
+import os
+from pathlib import Path
+
+import cv2
+import hypothesis
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+import numpy as np
+from PIL import Image as PILImage
+import pytest
+
+from bdirnet_jax import image_io
+
+SETTINGS = hypothesis.settings(max_examples=25, deadline=None,
+                               suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture])
+
+
+def _rgb_order(pixels):
+  """OpenCV layout -> RGB(A) order, written out here independently of image_io."""
+  if pixels.ndim == 2:
+    return pixels
+  return pixels[..., [2, 1, 0, 3][:pixels.shape[-1]]]
+
+
+def _arrays():
+  shape = st.tuples(st.integers(1, 17), st.integers(1, 17)).flatmap(
+      lambda hw: st.sampled_from([hw, hw + (3,), hw + (4,)]))
+  return st.sampled_from([np.uint8, np.uint16]).flatmap(lambda dt: hnp.arrays(dt, shape))
+
+
+def _write_with_other_library(path, rgb):
+  """Pillow for 8-bit and 16-bit gray; OpenCV (with an explicit RGB->BGR flip) for 16-bit colour, which Pillow
+  cannot write."""
+  if rgb.dtype == np.uint8:
+    PILImage.fromarray(rgb).save(path)
+  elif rgb.ndim == 2:
+    PILImage.fromarray(rgb).save(path)  # mode I;16
+  else:
+    assert cv2.imwrite(str(path), rgb[..., [2, 1, 0, 3][:rgb.shape[-1]]])
+
+
+@SETTINGS
+@hypothesis.given(rgb=_arrays())
+def test_png_read_back_exactly(tmp_path, rgb):
+  path = tmp_path / "x.png"
+  _write_with_other_library(path, rgb)
+  image = image_io.read_image(path)
+  assert image.pixels.dtype == rgb.dtype and image.shape == rgb.shape[:2]
+  np.testing.assert_array_equal(_rgb_order(image.pixels), rgb)
+  image_io.write_png(tmp_path / "y.png", image.pixels)  # and our own writer round-trips too
+  np.testing.assert_array_equal(image_io.read_image(tmp_path / "y.png").pixels, image.pixels)
+
+
+@SETTINGS
+@hypothesis.given(rgb=_arrays())
+def test_float_conversion_round_trips_and_keeps_alpha(rgb):
+  pixels = np.ascontiguousarray(_rgb_order(rgb))  # any array is a valid OpenCV-layout image too
+  floats = image_io.to_rgb01(pixels)
+  assert floats.shape == pixels.shape[:2] + (3,) and floats.dtype == np.float32
+  assert 0.0 <= floats.min() and floats.max() <= 1.0
+  np.testing.assert_array_equal(image_io.from_rgb01(floats, pixels), pixels)
+  if pixels.ndim == 3 and pixels.shape[-1] == 4:
+    changed = image_io.from_rgb01(1.0 - floats, pixels)
+    np.testing.assert_array_equal(changed[..., 3], pixels[..., 3])  # alpha untouched
+    assert changed.dtype == pixels.dtype
+
+
+def test_channel_order_is_rgb():
+  pixels = np.zeros((1, 1, 3), np.uint8)
+  pixels[..., 2] = 255  # OpenCV's last channel is red
+  np.testing.assert_array_equal(image_io.to_rgb01(pixels)[0, 0], [1.0, 0.0, 0.0])
+  np.testing.assert_array_equal(image_io.from_rgb01(np.array([[[1.0, 0.0, 0.0]]]), pixels), pixels)
+
+
+def test_gray_written_back_as_the_mean_of_the_channels():
+  gray = np.array([[0, 100]], np.uint8)
+  rgb = np.array([[[0.0, 0.0, 0.0], [0.2, 0.4, 0.6]]], np.float32)
+  np.testing.assert_array_equal(image_io.from_rgb01(rgb, gray), [[0, 102]])
+
+
+@pytest.mark.parametrize("fmt", [".jpg", ".bmp", ".tiff"])
+def test_other_formats_decode(tmp_path, fmt):
+  y, x = np.mgrid[0:9, 0:13]
+  rgb = np.stack([y * 20, x * 15, 200 - y * 10 - x * 5], axis=-1).astype(np.uint8)  # smooth, so JPEG keeps it
+  PILImage.fromarray(rgb).save(tmp_path / f"x{fmt}", **(dict(quality=95, subsampling=0) if fmt == ".jpg" else {}))
+  image = image_io.read_image(tmp_path / f"x{fmt}")
+  assert image.shape == (9, 13) and image.pixels.dtype == np.uint8
+  tol = 8 if fmt == ".jpg" else 0
+  assert np.abs(_rgb_order(image.pixels).astype(int) - rgb).max() <= tol
+
+
+def test_notes_describe_gray_rgba_and_16_bit(tmp_path):
+  assert image_io.Image(Path("a"), np.zeros((2, 2, 3), np.uint8)).note is None
+  assert "grayscale" in image_io.Image(Path("a"), np.zeros((2, 2), np.uint8)).note
+  assert "alpha passed through" in image_io.Image(Path("a"), np.zeros((2, 2, 4), np.uint8)).note
+  note = image_io.Image(Path("a"), np.zeros((2, 2), np.uint16)).note
+  assert "grayscale" in note and "16-bit" in note
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Hostile files: each is reported with its name and what was expected.
+
+def _png_bytes(shape=(32, 32, 3)):
+  f = io.BytesIO()
+  PILImage.fromarray(np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)).save(f, "PNG")
+  return f.getvalue()
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("truncated.png", _png_bytes()[:200], "corrupt or truncated PNG"),
+    ("text.jpg", b"this is not an image\n", "not a PNG, JPEG, BMP or TIFF image"),
+    ("empty.png", b"", "empty file"),
+    ("garbage.tiff", b"II*\x00" + b"\x00" * 20, "corrupt or truncated TIFF"),
+])
+def test_hostile_files_raise_a_named_error(tmp_path, name, content, message):
+  path = tmp_path / name
+  path.write_bytes(content)
+  with pytest.raises(image_io.ImageReadError, match=message) as info:
+    image_io.read_image(path)
+  assert str(path) in str(info.value) and info.value.path == path
+
+
+def test_unsupported_sample_type_is_named(tmp_path):
+  path = tmp_path / "float.tiff"
+  assert cv2.imwrite(str(path), np.zeros((4, 4, 3), np.float32))
+  with pytest.raises(image_io.ImageReadError, match="float32 samples are not supported"):
+    image_io.read_image(path)
+
+
+def test_a_folder_given_as_a_file_is_an_os_error(tmp_path):
+  (tmp_path / "dir.png").mkdir()
+  with pytest.raises(OSError):
+    image_io.read_image(tmp_path / "dir.png")
+
+
+def test_one_pixel_and_gray_alpha_images(tmp_path):
+  PILImage.fromarray(np.array([[[7, 8, 9]]], np.uint8)).save(tmp_path / "one.png")
+  np.testing.assert_array_equal(image_io.read_image(tmp_path / "one.png").pixels, [[[9, 8, 7]]])
+  PILImage.fromarray(np.array([[[5, 200]]], np.uint8), mode="LA").save(tmp_path / "la.png")
+  la = image_io.read_image(tmp_path / "la.png").pixels  # gray + alpha arrives as BGRA, alpha intact
+  np.testing.assert_array_equal(la, [[[5, 5, 5, 200]]])
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The folder walker.
+
+def _touch(root, *names):
+  for name in names:
+    p = root / name
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(b"x")
+
+
+def test_find_images_recursive_sorted_and_filtered(tmp_path):
+  _touch(tmp_path, "b.png", "a.JPG", "sub/c.tif", "sub/deeper/d.bmp", "notes.txt", "sub/e.jpeg", "out/f.png")
+  files, errors = image_io.find_images(tmp_path, exclude=tmp_path / "out")
+  rel = [str(f.relative_to(tmp_path)) for f in files]
+  assert rel == ["a.JPG", "b.png", "sub/c.tif", "sub/deeper/d.bmp", "sub/e.jpeg"] and errors == []
+
+
+def test_find_images_survives_a_symlink_loop(tmp_path):
+  _touch(tmp_path, "sub/a.png")
+  os.symlink(tmp_path, tmp_path / "sub" / "loop")
+  files, errors = image_io.find_images(tmp_path)
+  assert [f.name for f in files] == ["a.png"] and errors == []
+
+
+def test_unreadable_folder_is_reported_and_the_walk_goes_on(tmp_path, monkeypatch):
+  # Tests run as root, for whom chmod does not block reads: make listing one folder fail instead.
+  _touch(tmp_path, "ok/a.png", "locked/b.png", "z.png")
+  real_scandir = os.scandir
+
+  def scandir(path):
+    if Path(path).name == "locked":
+      raise PermissionError(13, "Permission denied", str(path))
+    return real_scandir(path)
+
+  monkeypatch.setattr(os, "scandir", scandir)
+  files, errors = image_io.find_images(tmp_path)
+  assert [str(f.relative_to(tmp_path)) for f in files] == ["ok/a.png", "z.png"]
+  assert len(errors) == 1 and errors[0][0] == tmp_path / "locked" and "Permission denied" in errors[0][1]

@@ -1,0 +1,362 @@
+"""--mode=predict: file handling, buckets, tiling against the untiled result, hostile inputs and bounded memory."""
+import logging
+import os
+import re
+from pathlib import Path
+import subprocess
+import sys
+import textwrap
+
+import cv2
+import hypothesis
+from hypothesis import strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image as PILImage
+import pytest
+
+from bdirnet_jax import inference
+from bdirnet_jax import predict
+from tests.fakes import photo_pairs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def invert(x):
+  """A cheap, exactly predictable stand-in for the network."""
+  return 1.0 - x
+
+
+def _write(path, pixels):
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  assert cv2.imwrite(str(path), pixels)
+
+
+def _read(path):
+  return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+
+
+def _psnr(a, b):
+  with np.errstate(divide="ignore"):  # identical images: inf
+    return 10 * np.log10(255.0 ** 2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The real network, through predict.predict (main.py's entry point).
+
+def test_predict_keeps_sizes_for_odd_and_tiny_images(trained_workdir, tmp_path, caplog):
+  caplog.set_level(logging.INFO)
+  rng = np.random.default_rng(0)
+  inputs = {
+      "one.png": rng.integers(0, 256, (1, 1, 3), dtype=np.uint8),
+      "row.png": rng.integers(0, 256, (1, 9, 3), dtype=np.uint8),
+      "column_gray.png": rng.integers(0, 256, (7, 1), dtype=np.uint8),
+      "odd.png": rng.integers(0, 256, (5, 3, 3), dtype=np.uint8),
+      "sub/medium.png": rng.integers(0, 256, (33, 47, 3), dtype=np.uint8),
+      "sub/alpha.png": rng.integers(0, 256, (65, 70, 4), dtype=np.uint8),
+      "deep16.png": rng.integers(0, 65536, (13, 17, 3), dtype=np.uint16),
+  }
+  for name, pixels in inputs.items():
+    _write(tmp_path / "in" / name, pixels)
+  status = predict.predict(trained_workdir, tmp_path / "in", tmp_path / "out")  # tile=None: memory probe runs
+  assert status == 0
+  for name, pixels in inputs.items():
+    out = _read((tmp_path / "out" / name).with_suffix(".png"))
+    assert out.shape == pixels.shape and out.dtype == pixels.dtype, name
+    # After 4 training steps the network is close to the identity: the image must come back nearly unchanged.
+    scale = 257 if pixels.dtype == np.uint16 else 1
+    assert np.abs(out[..., :3].astype(np.int64) - pixels[..., :3]).mean() < 8 * scale, name
+  np.testing.assert_array_equal(_read(tmp_path / "out/sub/alpha.png")[..., 3], inputs["sub/alpha.png"][..., 3])
+  bpp = float(re.search(r"about (\d+) bytes per pixel", caplog.text).group(1))
+  assert 12 < bpp < 1e5  # XLA's estimate: at least the float32 input and output, far below a full preset
+  assert "compilation(s)" in caplog.text
+
+
+def test_predict_bf16_matches_float32(trained_workdir, tmp_path):
+  photo = photo_pairs()[0][0][:40, :52, ::-1]
+  _write(tmp_path / "in/photo.png", photo)
+  assert predict.predict(trained_workdir, tmp_path / "in/photo.png", tmp_path / "f32", tile=0) == 0
+  assert predict.predict(trained_workdir, tmp_path / "in/photo.png", tmp_path / "bf16", tile=0, bf16=True) == 0
+  f32, bf16 = _read(tmp_path / "f32/photo.png"), _read(tmp_path / "bf16/photo.png")
+  assert bf16.shape == photo.shape and _psnr(bf16, f32) > 35
+
+
+def test_missing_input_is_an_error(trained_workdir, tmp_path, caplog):
+  assert predict.predict(trained_workdir, tmp_path / "nope", tmp_path / "out", tile=0) == 1
+  assert "does not exist" in caplog.text
+
+
+def _random_init_tiny(scale=0.002, residual=0.1):
+  """Tiny BDIRNet, randomly initialised, with a non-zero ending conv and residual scales so it changes images."""
+  from flax import traverse_util  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from bdirnet_jax.models import create_model  # pylint: disable=g-import-not-at-top
+  model = create_model(ml_collections.ConfigDict({"preset": "tiny"}))
+  params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), method=model.deblur)["params"]
+  flat = traverse_util.flatten_dict(params)
+  key = jax.random.key(1)
+  for path, value in flat.items():
+    key, sub = jax.random.split(key)
+    name = "/".join(path)
+    if path[-1] in ("beta", "gamma") and "said" not in name and "norm" not in name:
+      flat[path] = jnp.full_like(value, residual)  # NAFBlock residual scales (zero at init)
+    if path[:2] == ("rec", "ending") and path[-1] == "kernel":
+      flat[path] = scale * jax.random.normal(sub, value.shape)
+  return model, traverse_util.unflatten_dict(flat)
+
+
+def test_tiled_bdirnet_within_half_a_db_of_untiled(trained_workdir):
+  restored = inference.load(trained_workdir)
+  random_model, random_params = _random_init_tiny()
+  for model, params, name in ((restored.model, restored.params, "trained"), (random_model, random_params, "random")):
+    fn = jax.jit(inference.deblur_fn(model))
+    apply = lambda x, fn=fn, params=params: fn(params, x)
+    whole = predict.Predictor(apply, multiple=model.downsample_factor, tile=0)
+    tiled = predict.Predictor(apply, multiple=model.downsample_factor, tile=64, tile_overlap=16)
+    pairs = [(b[:, :256], s[:, :256]) for b, s in photo_pairs()[:2]]  # 256x256, 200x256: one bucket, 45 tiles
+    blurry = [np.ascontiguousarray(b[..., ::-1]) for b, _ in pairs]
+    for (b, sharp), u, t in zip(pairs, whole.deblur(blurry), tiled.deblur(blurry)):
+      u, t = u[..., ::-1], t[..., ::-1]
+      gap = abs(_psnr(t, sharp) - _psnr(u, sharp))
+      print(f"{name} {b.shape}: PSNR untiled {_psnr(u, sharp):.2f} dB, tiled {_psnr(t, sharp):.2f} dB, tiled vs "
+            f"untiled {_psnr(t, u):.1f} dB")
+      assert gap < 0.5, (name, gap)
+      if name == "random":  # the test means something: the network changes the image and tiling changes it
+        assert _psnr(u, b) < 40 and np.abs(t.astype(int) - u).max() >= 5, name
+    assert any(s[1:3] == (64, 64) for s in tiled.shapes)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The core with stand-in apply functions: exact expectations.
+
+def _space_to_depth_net(seed=1):
+  """Local network with a stride of 2 (pixel-unshuffle, 3x3 conv, pixel-shuffle): receptive radius 3 pixels."""
+  kernel = jax.random.normal(jax.random.key(seed), (3, 3, 12, 12)) * 0.3
+
+  @jax.jit
+  def apply(x):
+    n, h, w, c = x.shape
+    y = x.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, h // 2, w // 2, 4 * c)
+    y = jax.lax.conv_general_dilated(y, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = y.reshape(n, h // 2, w // 2, 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, h, w, c)
+    return jax.nn.sigmoid(y)
+
+  return apply
+
+
+def test_tiled_equals_untiled_for_a_local_network():
+  apply = _space_to_depth_net()
+  rng = np.random.default_rng(0)
+  exact = rng.integers(0, 65536, (128, 192, 3), dtype=np.uint16)  # a bucket size: the untiled pass pads nothing
+  odd = rng.integers(0, 65536, (150, 229, 3), dtype=np.uint16)
+  whole = predict.Predictor(apply, multiple=2, batch_multiple=2, tile=0)
+  tiled = predict.Predictor(apply, multiple=2, batch_multiple=2, tile=64, tile_overlap=16, batch_size=4)
+  (w_exact, w_odd), (t_exact, t_odd) = whole.deblur([exact, odd]), tiled.deblur([exact, odd])
+  assert {s[1:3] for s in tiled.shapes} == {(64, 64)} and all(s[0] == 4 for s in tiled.shapes)
+  assert np.abs(t_exact.astype(int) - w_exact).max() <= 1  # float results agree; rounding may flip one level
+  # The untiled pass reflect-pads the odd image, so only its bottom/right receptive-field band may differ.
+  diff = np.abs(t_odd.astype(int) - w_odd)
+  assert diff[:-3, :-3].max() <= 1 and diff[:-3, :-3].mean() < 0.01
+  assert np.abs(t_exact.astype(int) - exact).mean() > 1000  # the network did something
+
+
+def test_channel_order_end_to_end(tmp_path):
+  rgb = np.random.default_rng(0).integers(0, 256, (6, 5, 3), dtype=np.uint8)
+  PILImage.fromarray(rgb).save(tmp_path / "x.png")
+  swap = lambda x: x[..., [1, 2, 0]]  # R <- G, G <- B, B <- R
+  assert predict.Predictor(swap).run(tmp_path / "x.png", tmp_path / "out") == 0
+  np.testing.assert_array_equal(np.asarray(PILImage.open(tmp_path / "out/x.png")), rgb[..., [1, 2, 0]])
+
+
+def test_subfolders_are_mirrored(tmp_path):
+  rng = np.random.default_rng(0)
+  names = ["a/b.jpg", "c.png", "a/d/e.bmp", "f.tiff", "g.JPEG"]
+  for name in names:
+    _write(tmp_path / "in" / name, rng.integers(0, 256, (9, 11, 3), dtype=np.uint8))
+  (tmp_path / "in/notes.txt").write_text("not an image, not an image extension: ignored")
+  assert predict.Predictor(invert).run(tmp_path / "in", tmp_path / "out") == 0
+  written = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file())
+  assert written == ["a/b.png", "a/d/e.png", "c.png", "f.png", "g.png"]
+  src = _read(tmp_path / "in/c.png")
+  np.testing.assert_array_equal(_read(tmp_path / "out/c.png"), 255 - src)  # lossless path: exactly inverted
+  # A single file goes straight into the output folder; an output folder inside the input is not re-read.
+  assert predict.Predictor(invert).run(tmp_path / "in/a/b.jpg", tmp_path / "single") == 0
+  assert [p.name for p in (tmp_path / "single").iterdir()] == ["b.png"]
+  assert predict.Predictor(invert).run(tmp_path / "in", tmp_path / "in/out") == 0
+  assert not (tmp_path / "in/out/out").exists() and len(list((tmp_path / "in/out").rglob("*.png"))) == 5
+
+
+def test_same_stem_collision_is_reported(tmp_path, caplog):
+  _write(tmp_path / "in/x.png", np.zeros((4, 4, 3), np.uint8))
+  _write(tmp_path / "in/x.jpg", np.zeros((4, 4, 3), np.uint8))
+  assert predict.Predictor(invert).run(tmp_path / "in", tmp_path / "out") == 1
+  assert (tmp_path / "out/x.png").exists() and "same stem" in caplog.text and "x.png" in caplog.text
+
+
+def test_bad_files_are_skipped_and_reported(tmp_path, caplog):
+  good = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+  _write(tmp_path / "in/good1.png", good)
+  _write(tmp_path / "in/sub/good2.png", good)
+  png = cv2.imencode(".png", good)[1].tobytes()
+  (tmp_path / "in/truncated.png").write_bytes(png[:len(png) // 2])
+  (tmp_path / "in/text.jpg").write_text("hello, I am text\n")
+  (tmp_path / "in/sub/empty.png").write_bytes(b"")
+  status = predict.Predictor(invert).run(tmp_path / "in", tmp_path / "out")
+  assert status == 1
+  np.testing.assert_array_equal(_read(tmp_path / "out/good1.png"), 255 - good)
+  np.testing.assert_array_equal(_read(tmp_path / "out/sub/good2.png"), 255 - good)
+  assert sorted(p.name for p in (tmp_path / "out").rglob("*.png")) == ["good1.png", "good2.png"]
+  summary = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+  assert len(summary) == 1 and "2 of 5 image(s) written" in summary[0] and "3 failed" in summary[0]
+  for name, reason in (("truncated.png", "truncated PNG"), ("text.jpg", "not a PNG, JPEG"),
+                       ("sub/empty.png", "empty file")):
+    assert f"{tmp_path / 'in' / name}: " in summary[0] and reason in summary[0]
+
+
+def test_gray_rgba_and_16_bit_are_handled_and_logged(tmp_path, caplog):
+  caplog.set_level(logging.INFO)
+  rng = np.random.default_rng(0)
+  gray = rng.integers(0, 256, (10, 12), dtype=np.uint8)
+  rgba = rng.integers(0, 256, (10, 12, 4), dtype=np.uint8)
+  deep = rng.integers(0, 65536, (10, 12, 3), dtype=np.uint16)
+  for name, pixels in (("gray.png", gray), ("rgba.png", rgba), ("deep.png", deep)):
+    _write(tmp_path / "in" / name, pixels)
+  assert predict.Predictor(invert).run(tmp_path / "in", tmp_path / "out") == 0
+  np.testing.assert_array_equal(_read(tmp_path / "out/gray.png"), 255 - gray)  # 2-D in, 2-D out
+  out = _read(tmp_path / "out/rgba.png")
+  np.testing.assert_array_equal(out[..., :3], 255 - rgba[..., :3])
+  np.testing.assert_array_equal(out[..., 3], rgba[..., 3])  # alpha passed through
+  np.testing.assert_array_equal(_read(tmp_path / "out/deep.png"), 65535 - deep)  # every one of the 16 bits kept
+  lines = caplog.text.splitlines()
+  assert any("gray.png" in l and "grayscale" in l for l in lines)
+  assert any("rgba.png" in l and "alpha passed through unchanged" in l for l in lines)
+  assert any("deep.png" in l and "16-bit" in l for l in lines)
+
+
+def test_unreadable_folder_is_reported_and_the_rest_written(tmp_path, monkeypatch, caplog):
+  # Tests run as root, for whom chmod does not block reads: make listing one folder fail instead.
+  for name in ("a.png", "locked/b.png", "open/c.png"):
+    _write(tmp_path / "in" / name, np.zeros((3, 3, 3), np.uint8))
+  real_scandir = os.scandir
+
+  def scandir(path):
+    if Path(path).name == "locked":
+      raise PermissionError(13, "Permission denied", str(path))
+    return real_scandir(path)
+
+  monkeypatch.setattr(os, "scandir", scandir)
+  assert predict.Predictor(invert).run(tmp_path / "in", tmp_path / "out") == 1
+  assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.png")) == [
+      "a.png", "open/c.png"]
+  assert f"{tmp_path / 'in' / 'locked'}: cannot list folder: Permission denied" in caplog.text
+
+
+def test_a_failing_batch_is_reported_and_the_rest_written(tmp_path, caplog):
+  def flaky(x):
+    if x.shape[1] > 64:
+      raise RuntimeError("RESOURCE_EXHAUSTED: out of memory")
+    return x
+
+  _write(tmp_path / "in/small.png", np.zeros((8, 8, 3), np.uint8))
+  _write(tmp_path / "in/big.png", np.zeros((100, 100, 3), np.uint8))
+  assert predict.Predictor(flaky).run(tmp_path / "in", tmp_path / "out") == 1
+  assert (tmp_path / "out/small.png").exists() and not (tmp_path / "out/big.png").exists()
+  assert "big.png: deblurring failed: RuntimeError: RESOURCE_EXHAUSTED" in caplog.text
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Buckets, compilations, automatic tiling.
+
+@hypothesis.settings(max_examples=25, deadline=None)
+@hypothesis.given(n=st.integers(1, 20000), multiple=st.sampled_from([1, 4, 8, 16]))
+def test_bucket_sides(n, multiple):
+  b = predict.bucket_side(n, multiple)
+  assert b >= n and b % multiple == 0 and b % 64 == 0
+  assert b <= max(1.25 * n, 64 * -(-n // 64), multiple)
+  assert predict.bucket_side(b, multiple) == b
+
+
+def test_compilations_stay_bounded_for_mixed_sizes():
+  assert len({predict.bucket_side(n) for n in range(1, 4097)}) == 20  # 4 sides up to 256, then 4 per octave
+  rng = np.random.default_rng(0)
+  for low, high, max_compilations in ((20, 300, None), (257, 320, 2)):
+    sizes = [(int(h), int(w)) for h, w in rng.integers(low, high + 1, (40, 2))]
+    images = [np.zeros(s + (3,), np.uint8) for s in sizes]
+    seen = []
+    p = predict.Predictor(lambda x, seen=seen: seen.append(x.shape) or x, multiple=8, batch_multiple=2)
+    out = p.deblur(images)
+    assert [o.shape for o in out] == [im.shape for im in images]
+    buckets = {p.bucket(*s) for s in sizes}
+    # One full batch shape per bucket, plus at most one smaller power-of-two batch for its remainder.
+    assert p.compilations == len(set(seen)) <= 2 * len(buckets)
+    assert all(s[1:3] in buckets and s[0] // 2 in (1, 2, 4, 8) and s[0] % 2 == 0 for s in seen)
+    if max_compilations:
+      assert len(set(sizes)) > 30 and p.compilations <= max_compilations
+
+
+def test_auto_tiling_follows_the_memory_model():
+  seen = []
+  memory = predict.MemoryModel(bytes_per_pixel=100.0, budget_bytes=100.0 * 128 * 128 * 1.5)
+  p = predict.Predictor(lambda x: seen.append(x.shape) or x, multiple=4, memory=memory, tile_overlap=16)
+  big, small = np.zeros((200, 300, 3), np.uint8), np.zeros((50, 60, 3), np.uint8)
+  assert p.tile_size(200, 300) == 128 and p.tile_size(50, 60) is None
+  out = p.deblur([big, small])
+  assert [o.shape for o in out] == [big.shape, small.shape]
+  assert {s[1:3] for s in seen} == {(128, 128), (64, 64)} and all(s[0] == 1 for s in seen)
+
+
+def test_invalid_tiling_flags():
+  with pytest.raises(ValueError, match="--tile=43"):
+    predict.Predictor(invert, multiple=8, tile=43, tile_overlap=36)  # 43 -> 40: 4 pixels to advance
+  with pytest.raises(ValueError, match="--tile_overlap"):
+    predict.Predictor(invert, tile_overlap=-1)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# A 10000x10000 image: tiled in stripes, peak host memory far below one float32 copy of the image.
+
+# Peak RSS from /proc (VmHWM): getrusage's ru_maxrss survives exec, so a child of a big pytest process would
+# report its parent's peak.
+_PEAK_SCRIPT = textwrap.dedent("""
+    import re, sys
+    sys.path.insert(0, sys.argv[3])
+    from bdirnet_jax import predict
+    def rss():
+      with open("/proc/self/status") as f:
+        return int(re.search(r"VmHWM:\\s+(\\d+) kB", f.read()).group(1)) * 1024
+    predictor = predict.Predictor(lambda x: 1.0 - x, multiple=8, tile=512, tile_overlap=32, batch_size=8)
+    base = rss()
+    status = predictor.run(sys.argv[1], sys.argv[2])
+    print(status, base, rss())
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="peak RSS is read from Linux's /proc")
+def test_huge_image_is_tiled_with_bounded_memory(tmp_path):
+  h = w = 10000
+  image = np.empty((h, w, 3), np.uint8)
+  image[..., 0] = (np.arange(w) % 256).astype(np.uint8)
+  image[..., 1] = (np.arange(h) % 251).astype(np.uint8)[:, None]
+  image[..., 2] = 77
+  _write(tmp_path / "huge.png", image)
+  del image
+  result = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(tmp_path / "huge.png"), str(tmp_path / "out"),
+                           str(ROOT)], capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  status, base, peak = map(int, result.stdout.split())
+  assert status == 0
+  image_bytes = h * w * 3  # the decoded input and the output, uint8 each
+  float_copy = 4 * image_bytes
+  extra = peak - base
+  print(f"peak RSS {peak / 2**20:.0f} MiB, {extra / 2**20:.0f} MiB above the baseline")
+  assert extra < 2 * image_bytes + 0.4 * float_copy, (extra, image_bytes)
+  out = _read(tmp_path / "out/huge.png")
+  assert out.shape == (h, w, 3)
+  rows = out[::997]
+  np.testing.assert_array_equal(rows[..., 0], np.broadcast_to(255 - (np.arange(w) % 256), rows.shape[:2]))
+  np.testing.assert_array_equal(rows[..., 1], np.broadcast_to(255 - (np.arange(0, h, 997) % 251)[:, None],
+                                                              rows.shape[:2]))
+  assert (out[..., 2] == 255 - 77).all()
