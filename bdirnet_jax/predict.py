@@ -37,6 +37,7 @@ AUTO_TILES = (2048, 1024, 512, 256, 128)
 DEVICE_MEMORY_FRACTION = 0.8
 HOST_MEMORY_FRACTION = 0.5  # CPU backends: of the physical RAM, shared by the (possibly fake) CPU devices
 PENDING_BYTES = 1 << 30  # host bytes of images waiting for their bucket to fill before a partial batch is run
+REUSE_AREA = 1.5  # an image may run in an already compiled bucket of up to 1.5x the area of its own bucket
 FALLBACK_BYTES_PER_PIXEL = 4096.0  # when XLA gives no memory analysis: conservative for the presets
 
 
@@ -135,6 +136,7 @@ class Predictor:
     self.shapes: set[tuple[int, ...]] = set()  # every padded batch shape run: one compilation each for a jit
     self._queues: dict[tuple[int, int], list] = collections.defaultdict(list)
     self._pending_bytes = 0
+    self._buckets: set[tuple[int, int]] = set()
 
   @property
   def compilations(self) -> int:
@@ -142,6 +144,20 @@ class Predictor:
 
   def bucket(self, h: int, w: int) -> tuple[int, int]:
     return bucket_side(h, self.multiple), bucket_side(w, self.multiple)
+
+  def _bucket_for_run(self, h: int, w: int) -> tuple[int, int]:
+    """The smallest bucket already in use that holds HxW within REUSE_AREA of its own bucket, else its own.
+
+    Per-side buckets alone give one compilation per (height, width) bucket pair, dozens for a folder of assorted
+    photos; reusing a compiled shape at a bounded padding cost keeps the count near the number of size classes.
+    """
+    own = self.bucket(h, w)
+    limit = REUSE_AREA * own[0] * own[1]
+    fits = [b for b in self._buckets if b[0] >= h and b[1] >= w and b[0] * b[1] <= limit]
+    if not fits:
+      self._buckets.add(own)
+      return own
+    return min(fits, key=lambda b: (b[0] * b[1], b))
 
   def images_per_step(self, pixels: int) -> int:
     if self.batch_size is not None:
@@ -201,7 +217,7 @@ class Predictor:
   def _run_tiled(self, pixels: np.ndarray, tile: int) -> np.ndarray:
     h, w = pixels.shape[:2]
     grid = tiling.make_grid(h, w, tile, self.tile_overlap, align=self.multiple)
-    bucket = self.bucket(grid.th, grid.tw)
+    bucket = self._bucket_for_run(grid.th, grid.tw)
     batch = self._batch_for(grid.num_tiles, math.prod(bucket))
     out = np.empty_like(pixels)
 
@@ -233,7 +249,7 @@ class Predictor:
         return
       done(result)
       return
-    key = self.bucket(h, w)
+    key = self._bucket_for_run(h, w)
     self._queues[key].append((pixels, done))
     self._pending_bytes += pixels.nbytes
     if len(self._queues[key]) >= self.images_per_step(math.prod(key)):

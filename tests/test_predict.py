@@ -296,6 +296,17 @@ def test_compilations_stay_bounded_for_mixed_sizes():
       assert len(set(sizes)) > 30 and p.compilations <= max_compilations
 
 
+def test_an_image_reuses_a_compiled_bucket_within_the_padding_bound():
+  seen = []
+  p = predict.Predictor(lambda x: seen.append(x.shape) or x, multiple=8)
+  images = [np.zeros((384, 384, 3), np.uint8), np.zeros((300, 300, 3), np.uint8),  # own bucket 320x320: reuses
+            np.zeros((130, 140, 3), np.uint8)]  # own bucket 192x192: 384x384 would be 4x its area
+  out = p.deblur(images)
+  assert [o.shape for o in out] == [im.shape for im in images]
+  assert p.bucket(300, 300) == (320, 320)
+  assert {s[1:3] for s in seen} == {(384, 384), (192, 192)}
+
+
 def test_auto_tiling_follows_the_memory_model():
   seen = []
   memory = predict.MemoryModel(bytes_per_pixel=100.0, budget_bytes=100.0 * 128 * 128 * 1.5)
