@@ -71,7 +71,7 @@ def main(argv=None):
   p.add_argument("--tile_overlap", type=int, default=32)
   p.add_argument("--repeats", type=int, default=3, help="0: time the first call only (compile included)")
   p.add_argument("--mixed", type=int, default=48, help="images in the mixed-size folder for the compilation count")
-  p.add_argument("--device_count", type=int, default=None, help="fake CPU devices")
+  p.add_argument("--device_count", "--device-count", type=int, default=None, help="fake CPU devices")
   p.add_argument("--isolate", action="store_true", help="each size in its own process (per-size peak memory)")
   args = p.parse_args(argv)
 
