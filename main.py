@@ -9,6 +9,7 @@ export:   --output=FILE, a jax.export artifact of the inference function.
 Config fields are overridden on the command line, e.g. --config.batch_size=16 --config.model.preset=base.
 """
 import os
+import re
 import sys
 
 from absl import app
@@ -67,8 +68,9 @@ def main(argv):
   from bdirnet_jax import config_validation  # pylint: disable=g-import-not-at-top
   try:
     _run(config)
-  except (config_validation.ConfigError, FileNotFoundError) as e:
-    # Expected user errors (bad config value, missing checkpoint or dataset): the message, not a traceback.
+  except (config_validation.ConfigError, FileNotFoundError, FloatingPointError) as e:
+    # Expected errors (bad config value, missing checkpoint or dataset, non-finite loss with nan_policy='stop'):
+    # the message, not a traceback.
     sys.exit(f"error: {e}")
 
 
@@ -91,5 +93,21 @@ def _run(config):
     export.export(FLAGS.workdir, FLAGS.output, bf16=FLAGS.bf16, use_ema=FLAGS.use_ema, step=FLAGS.step)
 
 
+def _parse_flags(argv):
+  """absl's parser, with an unknown --config.FIELD reported in one line (ml_collections raises AttributeError)."""
+  try:
+    return FLAGS(argv)
+  except AttributeError as e:
+    text = str(e)
+    found = re.search(r"[A-Za-z_]\w*", text)
+    field = found.group(0) if found else text
+    given = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.") and field in a.split("=")[0]]
+    hint = re.search(r'Did you mean "([^"]+)"', text)
+    sys.exit(f"error: {given[0] if given else '--config'}: the config has no field {field!r}"
+             + (f"; did you mean {hint.group(1)!r}?" if hint else " (see configs/default.py for the fields)"))
+  except flags.Error as e:
+    sys.exit(f"error: {e}\nPass --helpshort or --helpfull to see help on flags.")
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

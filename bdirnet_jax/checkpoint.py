@@ -65,7 +65,9 @@ class DataStateRestore(ocp.args.CheckpointArgs):
 def create_manager(workdir: str, config: ml_collections.ConfigDict | None = None) -> ocp.CheckpointManager:
   keep = config.get("keep_checkpoints", 3) if config is not None else None
   async_save = config.get("async_checkpointing", True) if config is not None else False
+  # Training (config given) removes the temporary folders a killed run left behind; readers never touch the dir.
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=config is not None,
+                                         cleanup_tmp_directories=config is not None,
                                          enable_async_checkpointing=async_save)
   return ocp.CheckpointManager(epath.Path(workdir) / CHECKPOINT_DIR, options=options,
                                item_handlers={"state": ocp.StandardCheckpointHandler(),
@@ -88,8 +90,10 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state):
   try:
     restored = manager.restore(step, args=ocp.args.Composite(**args))
   except (ValueError, KeyError, TypeError) as e:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]  # orbax lists every mismatched leaf
+    detail = " ".join(lines[:3]) + (f" ... ({len(lines) - 3} more lines)" if len(lines) > 3 else "")
     raise config_validation.ConfigError(f"checkpoint {manager.directory / str(step)} does not match the model of "
-                                        f"this config (different preset or fields?): {e}") from e
+                                        f"this config (different preset or fields?): {detail}") from e
   return restored["state"], restored["data"] if has_data else None
 
 

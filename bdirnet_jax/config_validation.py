@@ -1,4 +1,8 @@
-"""Checks a config before anything is compiled, failing with one readable line naming the key."""
+"""Checks a config before anything is compiled, failing with one readable line naming the key.
+
+A bad value otherwise surfaces minutes later as an XLA shape error or a Python TypeError deep in the loop. Configs
+loaded from JSON (DIR/config.json) are not type-safe, so types are checked here too.
+"""
 import ml_collections
 
 from bdirnet_jax import losses
@@ -6,6 +10,7 @@ from bdirnet_jax.models import bdirnet as bdirnet_lib
 from bdirnet_jax.models import said as said_lib
 
 _POSITIVE_INTS = ("batch_size", "num_train_steps", "checkpoint_every_steps", "log_every_steps")
+_BLUR_FAMILIES = ("trajectory", "linear", "gaussian", "defocus", "mixed")
 
 
 class ConfigError(ValueError):
@@ -17,49 +22,152 @@ def _check(cond, msg):
     raise ConfigError(msg)
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  for key in ("seed",) + _POSITIVE_INTS:
-    _check(key in config, f"config.{key} is missing")
-    value = config[key]
-    _check(isinstance(value, int) and not isinstance(value, bool),
-           f"config.{key} must be an integer, got {value!r} ({type(value).__name__})")
-  for key in _POSITIVE_INTS:
-    _check(config[key] > 0, f"config.{key} must be > 0, got {config[key]}")
-  _check(config.compute_dtype in bdirnet_lib.DTYPES,
-         f"config.compute_dtype must be one of {sorted(bdirnet_lib.DTYPES)}, got {config.compute_dtype!r}")
-  _check(config.nan_policy in ("stop", "skip"), f"config.nan_policy must be 'stop' or 'skip', got "
-         f"{config.nan_policy!r}")
-  bdirnet_lib.model_kwargs(config.model)  # raises on an unknown preset or field
-  _check(config.model.said in said_lib.SAID_MODES,
-         f"config.model.said must be one of {said_lib.SAID_MODES}, got {config.model.said!r}")
-  loss = config.loss
-  _check(loss.reconstruction in losses.RECONSTRUCTION_TYPES,
-         f"config.loss.reconstruction must be one of {losses.RECONSTRUCTION_TYPES}, got {loss.reconstruction!r}")
-  _check(loss.latent_distance in losses.LATENT_DISTANCES,
-         f"config.loss.latent_distance must be one of {losses.LATENT_DISTANCES}, got {loss.latent_distance!r}")
-  for key, value in loss.items():
+def _get(config, path):
+  node = config
+  for part in path.split("."):
+    _check(isinstance(node, (ml_collections.ConfigDict, dict)) and part in node, f"config.{path} is missing")
+    node = node[part]
+  return node
+
+
+def _is_int(value):
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _int(config, path, minimum=None, optional=False):
+  value = _get(config, path)
+  if value is None and optional:
+    return None
+  _check(_is_int(value), f"config.{path} must be an integer, got {value!r} ({type(value).__name__})")
+  _check(minimum is None or value >= minimum, f"config.{path} must be >= {minimum}, got {value}")
+  return value
+
+
+def _number(config, path, low=None, high=None, low_open=False, high_open=False, optional=False):
+  value = _get(config, path)
+  if value is None and optional:
+    return None
+  _check(_is_number(value), f"config.{path} must be a number, got {value!r} ({type(value).__name__})")
+  ok_low = low is None or (value > low if low_open else value >= low)
+  ok_high = high is None or (value < high if high_open else value <= high)
+  lo = "" if low is None else ("(" if low_open else "[") + str(low)
+  hi = "" if high is None else str(high) + (")" if high_open else "]")
+  _check(ok_low and ok_high, f"config.{path} must be in {lo or '(-inf'}, {hi or 'inf)'}, got {value}")
+  return value
+
+
+def _bool(config, path):
+  value = _get(config, path)
+  _check(isinstance(value, bool), f"config.{path} must be True or False, got {value!r} ({type(value).__name__})")
+  return value
+
+
+def _choice(config, path, choices):
+  value = _get(config, path)
+  _check(isinstance(value, str) and value in choices, f"config.{path} must be one of {sorted(choices)}, got "
+         f"{value!r}")
+  return value
+
+
+def _validate_model(config):
+  _choice(config, "model.preset", bdirnet_lib.PRESETS)
+  try:
+    kwargs = bdirnet_lib.model_kwargs(config.model)  # raises on an unknown field
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  for key in ("width", "proj_dim"):
+    _int(config, f"model.{key}", minimum=1, optional=True)
+  _int(config, "model.middle_blocks", minimum=0, optional=True)
+  for key in ("enc_blocks", "dec_blocks"):
+    value = kwargs[key]
+    _check(isinstance(value, (tuple, list)) and len(value) > 0 and all(_is_int(v) and v >= 0 for v in value),
+           f"config.model.{key} must be a non-empty sequence of integers >= 0, got {value!r}")
+  _check(len(kwargs["enc_blocks"]) == len(kwargs["dec_blocks"]), "config.model.enc_blocks and "
+         f"config.model.dec_blocks must have the same length, got {kwargs['enc_blocks']} and {kwargs['dec_blocks']}")
+  _choice(config, "model.said", said_lib.SAID_MODES)
+  for key in ("said_skips", "said_learned_mix", "sair", "global_residual", "scan", "remat"):
+    if key in config.model:
+      _bool(config, f"model.{key}")
+  return kwargs
+
+
+def _validate_loss(config):
+  _choice(config, "loss.reconstruction", losses.RECONSTRUCTION_TYPES)
+  _choice(config, "loss.latent_distance", losses.LATENT_DISTANCES)
+  for key in config.loss:
     if key.endswith("_weight"):
-      _check(isinstance(value, (int, float)) and value >= 0, f"config.loss.{key} must be a number >= 0, got "
-             f"{value!r}")
-  _check(loss.infonce_temperature > 0, f"config.loss.infonce_temperature must be > 0, got "
-         f"{loss.infonce_temperature}")
-  _check(0.0 <= config.optim.ema_decay < 1.0, f"config.optim.ema_decay must be in [0, 1), got "
-         f"{config.optim.ema_decay}")
-  _check(config.optim.learning_rate > 0, f"config.optim.learning_rate must be > 0, got "
-         f"{config.optim.learning_rate}")
-  ds = config.dataset
-  factor = 2 ** len(bdirnet_lib.model_kwargs(config.model)["enc_blocks"])
-  _check(isinstance(ds.crop_size, int) and ds.crop_size > 0 and ds.crop_size % factor == 0,
-         f"config.dataset.crop_size must be a positive multiple of the model's downsampling factor {factor}, "
-         f"got {ds.crop_size!r}")
-  _check(ds.small_image_policy in ("pad", "reject"), f"config.dataset.small_image_policy must be 'pad' or "
-         f"'reject', got {ds.small_image_policy!r}")
-  if losses.needs_sharp_view(loss) and loss.infonce_weight > 0:
+      _number(config, f"loss.{key}", low=0)
+  _number(config, "loss.infonce_temperature", low=0, low_open=True)
+  _number(config, "loss.charbonnier_eps", low=0, low_open=True)
+  if losses.needs_sharp_view(config.loss) and config.loss.infonce_weight > 0:
     _check(config.batch_size >= 2, "config.batch_size must be >= 2 for the InfoNCE loss (other images of the "
            "batch are its negatives); set config.loss.infonce_weight=0 for batch size 1")
 
 
+def _validate_optim(config):
+  _number(config, "optim.learning_rate", low=0, low_open=True)
+  _number(config, "optim.min_lr_ratio", low=0, high=1)
+  _int(config, "optim.warmup_steps", minimum=0)
+  _number(config, "optim.weight_decay", low=0)
+  _number(config, "optim.b1", low=0, high=1, high_open=True)
+  _number(config, "optim.b2", low=0, high=1, high_open=True)
+  _number(config, "optim.grad_clip_norm", low=0, optional=True)
+  _number(config, "optim.ema_decay", low=0, high=1, high_open=True)
+
+
+def _validate_dataset(config, downsample_factor):
+  ds = "dataset"
+  name = _get(config, f"{ds}.name")
+  _check(isinstance(name, str) and name, f"config.{ds}.name must be a dataset name, got {name!r}")
+  crop = _get(config, f"{ds}.crop_size")
+  _check(_is_int(crop) and crop > 0 and crop % downsample_factor == 0,
+         f"config.{ds}.crop_size must be a positive multiple of the model's downsampling factor "
+         f"{downsample_factor}, got {crop!r}")
+  _choice(config, f"{ds}.small_image_policy", ("pad", "reject"))
+  for key in ("augment", "on_the_fly_blur", "auto_prepare"):
+    if key in config.dataset:
+      _bool(config, f"{ds}.{key}")
+  if config.dataset.get("on_the_fly_blur", False):
+    _choice(config, f"{ds}.blur_family", _BLUR_FAMILIES)
+    _int(config, f"{ds}.kernel_size", minimum=3)
+  if "noise_sigma" in config.dataset:
+    _number(config, f"{ds}.noise_sigma", low=0)
+  for key in ("num_workers", "prefetch"):
+    if key in config.dataset:
+      _int(config, f"{ds}.{key}", minimum=0)
+  for key in ("data_dir", "manual_dir"):
+    value = config.dataset.get(key)
+    _check(value is None or isinstance(value, str), f"config.{ds}.{key} must be a path, got {value!r}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError on the first value that cannot work (types, ranges, names); compiles nothing."""
+  _int(config, "seed")
+  for key in _POSITIVE_INTS:
+    _int(config, key, minimum=1)
+  _int(config, "keep_checkpoints", minimum=1, optional=True)
+  if "profile_steps" in config:
+    _int(config, "profile_steps", minimum=0)
+  if "async_checkpointing" in config:
+    _bool(config, "async_checkpointing")
+  _choice(config, "compute_dtype", bdirnet_lib.DTYPES)
+  _choice(config, "nan_policy", ("stop", "skip"))
+  mesh_shape = _get(config, "mesh_shape")
+  _check(isinstance(mesh_shape, (tuple, list)) and len(mesh_shape) == 2
+         and all(_is_int(s) and (s == -1 or s > 0) for s in mesh_shape) and list(mesh_shape).count(-1) <= 1,
+         f"config.mesh_shape must be (data, model) sizes > 0 with at most one -1, got {mesh_shape!r}")
+  kwargs = _validate_model(config)
+  _validate_loss(config)
+  _validate_optim(config)
+  _validate_dataset(config, 2 ** len(kwargs["enc_blocks"]))
+
+
 def validate_for_mesh(config: ml_collections.ConfigDict, mesh) -> None:
+  """The checks that need the device count: the global batch is split evenly over devices and processes."""
   import jax  # pylint: disable=g-import-not-at-top
   data = mesh.shape["data"]
   _check(config.batch_size % data == 0, f"config.batch_size={config.batch_size} is not divisible by the "

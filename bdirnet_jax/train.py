@@ -96,12 +96,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_it
   `train_iterator` (per-process numpy batches with get_state/set_state) replaces the configured input pipeline,
   for tests and custom data.
   """
+  # SIGTERM is caught from the start, so a preemption during restore or compilation still ends in a clean save.
+  with _TerminationFlag() as term:
+    return _train(config, workdir, train_iterator, term)
+
+
+def _train(config, workdir, train_iterator, term) -> TrainState:
   config_validation.validate(config)
   workdir = str(workdir)
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   checkpoint.check_workdir_model(workdir, config)
 
-  mesh = sharding_lib.create_mesh(config.mesh_shape)
+  try:
+    mesh = sharding_lib.create_mesh(config.mesh_shape)
+  except ValueError as e:
+    raise config_validation.ConfigError(str(e)) from None
   config_validation.validate_for_mesh(config, mesh)
   rng = jax.random.key(config.seed)
   init_rng, step_rng = jax.random.split(rng)
@@ -118,12 +127,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_it
     state, data_state = checkpoint.restore(manager, latest, abstract_state)
     if data_state is not None and hasattr(train_iterator, "set_state"):
       train_iterator.set_state(data_state)
-  else:
+  # The first batch is read before anything is compiled, so a dataset that cannot work (missing, images smaller
+  # than the crop with small_image_policy='reject') fails in seconds, not after compilation.
+  batches = _prefetch(train_iterator, mesh, config.dataset.get("prefetch", 2))
+  first_batch = next(batches)
+  if latest is None:
     state = init(init_rng)
   checkpoint.save_config(workdir, config)
 
   step_fn = jit_train_step(model, tx, config, mesh, state_shardings)
-  step_rng = jax.device_put(step_rng, sharding_lib.replicated(mesh))
+  # Not device_put: with several processes the mesh holds devices this process cannot address.
+  step_rng = jax.jit(lambda key: key, out_shardings=sharding_lib.replicated(mesh))(step_rng)
   writer = writers.create_writer(workdir, jax.process_index())
   pa = writers.periodic_actions()
   hooks = [pa.ReportProgress(num_train_steps=config.num_train_steps, writer=writer)]
@@ -135,7 +149,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_it
 
   step = int(state.step)
   nonfinite_seen = int(state.nonfinite_steps)
-  batches = _prefetch(train_iterator, mesh, config.dataset.get("prefetch", 2))
   pending = []
   last_saved = latest
   t0 = time.time()
@@ -155,28 +168,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_it
       logging.warning("Skipped %d step(s) with non-finite loss or gradients before step %d.", new, step)
 
   schedule = learning_rate_schedule(config)
-  with _TerminationFlag() as term:
-    while step < config.num_train_steps:
-      batch, data_state = next(batches)
-      state, metrics = step_fn(state, batch, step_rng)
-      step += 1
-      pending.append(metrics)
-      for hook in hooks:
-        hook(step)
-      if step % config.log_every_steps == 0 or step == config.num_train_steps:
-        fetched = jax.device_get(pending)
-        pending = []
-        summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-        summary["learning_rate"] = float(schedule(step - 1))
-        writer.write_scalars(step, summary)
-        check_finite()
-      if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps or term.requested:
-        check_finite()
-        checkpoint.save(manager, step, state, data_state, force=True)
-        last_saved = step
-      if term.requested:
-        logging.warning("Stopping at step %d after SIGTERM; rerun the same command to resume.", step)
-        break
+  while step < config.num_train_steps:
+    batch, data_state = first_batch if first_batch is not None else next(batches)
+    first_batch = None
+    state, metrics = step_fn(state, batch, step_rng)
+    step += 1
+    pending.append(metrics)
+    for hook in hooks:
+      hook(step)
+    if step % config.log_every_steps == 0 or step == config.num_train_steps:
+      fetched = jax.device_get(pending)
+      pending = []
+      summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+      summary["learning_rate"] = float(schedule(step - 1))
+      writer.write_scalars(step, summary)
+      check_finite()
+    if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps or term.requested:
+      check_finite()
+      checkpoint.save(manager, step, state, data_state, force=True)
+      last_saved = step
+    if term.requested:
+      logging.warning("Stopping at step %d after SIGTERM; rerun the same command to resume.", step)
+      break
   manager.wait_until_finished()
   manager.close()
   writer.flush()

@@ -1,4 +1,8 @@
 """Small deterministic data for tests: Gaussian-blurred crops of photos shipped with scikit-image."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import scipy.ndimage
 import skimage.data
@@ -42,3 +46,55 @@ class PairIterator:
 
   def set_state(self, state):
     self.index = int(state["index"])
+
+
+class NaNAt:
+  """Wraps PairIterator to yield float32 [0, 1] batches (uint8 cannot hold NaN), the `nan_index`-th one NaN."""
+
+  def __init__(self, iterator, nan_index):
+    self.iterator, self.nan_index = iterator, nan_index
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    index = self.iterator.index
+    batch = {k: v.astype(np.float32) / 255.0 for k, v in next(self.iterator).items()}
+    if index == self.nan_index:
+      batch["blurry"][0, :4, :4] = np.nan
+    return batch
+
+  def get_state(self):
+    return self.iterator.get_state()
+
+  def set_state(self, state):
+    self.iterator.set_state(state)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Subprocess runs of main.py (crash/resume and multi-process tests).
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def subprocess_env(num_devices, compile_cache_dir=None):
+  """CPU-only env with `num_devices` fake devices; a persistent compilation cache makes repeated runs cheap."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+  flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
+  env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={num_devices}"])
+  if compile_cache_dir:
+    env.update(JAX_COMPILATION_CACHE_DIR=str(compile_cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  return env
+
+
+def synthetic_blur_data_dir(tmp_path_factory):
+  """A TFDS data_dir holding synthetic_blur/mixed (built once per test session and worker, in ~10 s)."""
+  data_dir = tmp_path_factory.getbasetemp() / "tfds_data"
+  if not (data_dir / "built").exists():
+    code = ("import sys; from configs import tiny; from bdirnet_jax import input_pipeline; c = tiny.get_config(); "
+            "c.dataset.data_dir = sys.argv[1]; input_pipeline.open_source(c.dataset)")
+    subprocess.run([sys.executable, "-c", code, str(data_dir)], cwd=REPO, env=subprocess_env(1), check=True,
+                   capture_output=True, timeout=600)
+    (data_dir / "built").write_text("")
+  return data_dir

@@ -1,0 +1,220 @@
+"""Crashes, preemption, non-finite steps and reused workdirs: the run either resumes exactly or stops cleanly."""
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from etils import epath
+
+from bdirnet_jax import train
+from configs import tiny
+from tests import fakes
+
+STEPS = 14  # enough steps after each kill that the run is still going when the signal lands
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return fakes.synthetic_blur_data_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+  return tmp_path_factory.mktemp("jax_compile_cache")
+
+
+def _train_cmd(workdir, data_dir, checkpoint_every=2):
+  # checkpoint_every_steps is not part of the compiled step, so runs that differ in it share the compilation cache.
+  return [sys.executable, "main.py", "--mode=train", "--config=configs/tiny.py", f"--workdir={workdir}",
+          f"--config.dataset.data_dir={data_dir}", f"--config.num_train_steps={STEPS}",
+          f"--config.checkpoint_every_steps={checkpoint_every}", "--config.log_every_steps=2"]
+
+
+def _launch(cmd, log_path, cache):
+  log = open(log_path, "w")  # a file, not a pipe: absl logs enough to fill a pipe buffer and block the child
+  proc = subprocess.Popen(cmd, cwd=fakes.REPO, env=fakes.subprocess_env(4, cache), stdout=log,
+                          stderr=subprocess.STDOUT)
+  log.close()
+  return proc
+
+
+def _tail(path, n=40):
+  return "\n".join(epath.Path(path).read_text().splitlines()[-n:])
+
+
+def _wait_for(predicate, proc, log_path, timeout=300):
+  deadline = time.time() + timeout
+  while not predicate():
+    assert proc.poll() is None, f"run ended (rc={proc.returncode}) before the kill point:\n{_tail(log_path)}"
+    assert time.time() < deadline, f"kill point not reached in {timeout}s:\n{_tail(log_path)}"
+    time.sleep(0.01)
+
+
+def _finished(proc, log_path, timeout=300):
+  try:
+    rc = proc.wait(timeout)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    raise
+  assert rc == 0, f"rc={rc}:\n{_tail(log_path)}"
+
+
+def _entries(ckpt_dir):
+  return sorted(p.name for p in epath.Path(ckpt_dir).iterdir()) if epath.Path(ckpt_dir).exists() else []
+
+
+def _steps(ckpt_dir):
+  return sorted(int(n) for n in _entries(ckpt_dir) if n.isdigit())
+
+
+def _load(workdir, step=None):
+  """(state as numpy, data iterator state) of a checkpoint written by a 4-device run."""
+  ckpt_dir = epath.Path(workdir) / "checkpoints"
+  step = max(_steps(ckpt_dir)) if step is None else step
+  with ocp.StandardCheckpointer() as checkpointer:
+    state = jax.device_get(checkpointer.restore(ckpt_dir / str(step) / "state"))
+  data = json.loads((ckpt_dir / str(step) / "data" / "process_0-of-1.json").read_text())
+  return state, data
+
+
+@pytest.mark.slow
+def test_sigkill_and_sigterm_then_resume_is_bit_identical_to_uninterrupted_run(tmp_path, data_dir, compile_cache):
+  # Uninterrupted reference (also fills the compilation cache, so the interrupted runs start in seconds).
+  ref_log = tmp_path / "ref.log"
+  _finished(_launch(_train_cmd(tmp_path / "ref", data_dir), ref_log, compile_cache), ref_log, timeout=600)
+  assert _steps(tmp_path / "ref" / "checkpoints")[-1] == STEPS
+
+  work = tmp_path / "work"
+  ckpts = work / "checkpoints"
+
+  # 1. SIGKILL while checkpoint 4 is being written (its temporary folder exists, not yet renamed).
+  log = tmp_path / "a.log"
+  proc = _launch(_train_cmd(work, data_dir), log, compile_cache)
+  _wait_for(lambda: any(n.startswith("4.orbax-checkpoint-tmp") or n == "4" for n in _entries(ckpts)), proc, log)
+  proc.send_signal(signal.SIGKILL)
+  assert proc.wait(60) == -signal.SIGKILL
+  after_kill = _entries(ckpts)
+  half_written = [n for n in after_kill if not n.isdigit()]
+  assert half_written, f"the kill missed the save window: {after_kill}"
+  # Only complete checkpoints carry a step number; the half-written one stays a temporary folder.
+  complete = _steps(ckpts)
+  assert complete and max(complete) in (2, 4), after_kill
+  state, _ = _load(work)
+  assert int(state["step"]) == max(complete)
+
+  # 2. Resume without periodic checkpoints, SIGTERM once step resumed_from + 2 is logged: the process saves the
+  # step it reached (the only new checkpoint) and exits with status 0.
+  resumed_from = max(complete)
+  log = tmp_path / "b.log"
+  proc = _launch(_train_cmd(work, data_dir, checkpoint_every=1000), log, compile_cache)
+  logged = re.compile(rf"\] \[{resumed_from + 2}\] .*loss=")
+  _wait_for(lambda: logged.search(log.read_text()), proc, log)
+  proc.send_signal(signal.SIGTERM)
+  _finished(proc, log, timeout=120)
+  text = log.read_text()
+  assert f"Resuming from {ckpts / str(resumed_from)}" in text
+  assert "Received signal 15" in text
+  stopped_at = int(re.search(r"Stopping at step (\d+) after SIGTERM", text).group(1))
+  assert resumed_from + 2 <= stopped_at < STEPS
+  assert set(_steps(ckpts)) - set(complete) == {stopped_at}
+  assert not [n for n in _entries(ckpts) if not n.isdigit()], _entries(ckpts)  # no half-written leftovers
+  state, _ = _load(work)
+  assert int(state["step"]) == stopped_at
+
+  # 3. Resume to the end: parameters, EMA, optimizer state and data position equal the uninterrupted run's.
+  log = tmp_path / "c.log"
+  _finished(_launch(_train_cmd(work, data_dir), log, compile_cache), log)
+  assert f"Resuming from {ckpts / str(stopped_at)}" in log.read_text()
+  ref_state, ref_data = _load(tmp_path / "ref")
+  state, data = _load(work)
+  assert data == ref_data
+  assert int(state["step"]) == STEPS and int(state["nonfinite_steps"]) == 0
+  assert jax.tree.structure(state) == jax.tree.structure(ref_state)
+  for a, b in zip(jax.tree.leaves(ref_state), jax.tree.leaves(state)):
+    np.testing.assert_array_equal(a, b)
+
+
+def _nan_config(policy, steps):
+  config = tiny.get_config()
+  config.nan_policy = policy
+  config.num_train_steps = steps
+  config.checkpoint_every_steps = 2
+  config.log_every_steps = 2
+  config.async_checkpointing = False
+  # Reconstruction loss only: the single-view graph compiles in half the time, and the guard does not depend on it.
+  for key in ("identity_weight", "latent_weight", "infonce_weight", "stats_weight", "fft_weight"):
+    config.loss[key] = 0.0
+  return config
+
+
+def test_nan_policy_stop_raises_and_keeps_last_good_checkpoint(tmp_path):
+  config = _nan_config("stop", 4)
+  data = fakes.NaNAt(fakes.PairIterator(config.batch_size, config.dataset.crop_size), nan_index=2)  # step 3
+  with pytest.raises(train.NonFiniteError, match=r"non-finite loss or gradients in 1 step\(s\) before step 4.*"
+                     r"Last checkpoint intact: step 2 in"):
+    train.train_and_evaluate(config, tmp_path, data)
+  assert _entries(tmp_path / "checkpoints") == ["2"]
+  state, data_state = _load(tmp_path)
+  assert int(state["step"]) == 2 and data_state == {"index": 2}
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state))
+
+
+def test_nan_policy_skip_leaves_params_unchanged_for_that_step(tmp_path):
+  config = _nan_config("skip", 3)
+  config.checkpoint_every_steps = 1
+  data = fakes.NaNAt(fakes.PairIterator(config.batch_size, config.dataset.crop_size), nan_index=2)  # step 3
+  final = jax.device_get(train.train_and_evaluate(config, tmp_path, data))
+  assert int(final.step) == 3 and int(final.nonfinite_steps) == 1
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(final.params))
+  step1, _ = _load(tmp_path, step=1)
+  step2, _ = _load(tmp_path, step=2)
+  for name in ("params", "ema_params", "opt_state"):
+    for a, b in zip(jax.tree.leaves(step2[name]), jax.tree.leaves(getattr(final, name))):
+      np.testing.assert_array_equal(a, b)
+  # The finite step 2 did change the params, so the equality above is not vacuous.
+  assert any(np.any(a != b) for a, b in zip(jax.tree.leaves(step1["params"]), jax.tree.leaves(step2["params"])))
+
+
+def _snapshot(root):
+  out = {}
+  for dirpath, _, files in os.walk(root):
+    for name in files:
+      path = os.path.join(dirpath, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, root)] = (os.stat(path).st_mtime_ns, hashlib.sha256(f.read()).hexdigest())
+    out[os.path.relpath(dirpath, root) + "/"] = os.stat(dirpath).st_mtime_ns
+  return out
+
+
+def test_workdir_of_another_preset_fails_clearly_and_nothing_is_overwritten(tmp_path, trained_workdir, data_dir):
+  workdir = tmp_path / "w"
+  shutil.copytree(trained_workdir, workdir, copy_function=shutil.copy2)
+  before = _snapshot(workdir)
+  cmd = [sys.executable, "main.py", "--mode=train", "--config=configs/tiny.py", f"--workdir={workdir}",
+         "--config.model.preset=small", f"--config.dataset.data_dir={data_dir}"]
+  result = subprocess.run(cmd, cwd=fakes.REPO, env=fakes.subprocess_env(4), capture_output=True, text=True,
+                          timeout=300, check=False)
+  assert result.returncode == 1, result.stderr[-3000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith(f"error: --workdir={workdir} holds checkpoints of a different model"), last
+  assert "'preset': ('tiny', 'small')" in last and "Nothing was overwritten" in last
+  assert _snapshot(workdir) == before
+
+  # Without config.json the guard above cannot know; the checkpoint itself then refuses the other model.
+  os.remove(workdir / "config.json")
+  before = _snapshot(workdir)
+  result = subprocess.run(cmd, cwd=fakes.REPO, env=fakes.subprocess_env(4), capture_output=True, text=True,
+                          timeout=300, check=False)
+  assert result.returncode == 1, result.stderr[-3000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert re.match(r"error: checkpoint \S+/checkpoints/4 does not match the model of this config", last), last
+  assert _snapshot(workdir) == before
