@@ -89,6 +89,8 @@ def _validate_model(config):
   _check(len(kwargs["enc_blocks"]) == len(kwargs["dec_blocks"]), "config.model.enc_blocks and "
          f"config.model.dec_blocks must have the same length, got {kwargs['enc_blocks']} and {kwargs['dec_blocks']}")
   _choice(config, "model.said", said_lib.SAID_MODES)
+  if "embed_pool" in config.model:
+    _choice(config, "model.embed_pool", ("project_then_mean", "mean"))
   for key in ("said_skips", "said_learned_mix", "sair", "global_residual", "scan", "remat"):
     if key in config.model:
       _bool(config, f"model.{key}")

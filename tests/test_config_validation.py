@@ -59,6 +59,7 @@ BAD_VALUES = [
     ("model.enc_blocks", (1,), "config.model.enc_blocks and config.model.dec_blocks must have the same length"),
     ("model.enc_blocks", (1, -1), "config.model.enc_blocks"),
     ("model.said", "batch", "config.model.said"),
+    ("model.embed_pool", "max", "config.model.embed_pool"),
     ("model.sair", "yes", "config.model.sair"),
     ("loss.reconstruction", "l3", "config.loss.reconstruction"),
     ("loss.latent_distance", "kl", "config.loss.latent_distance"),
