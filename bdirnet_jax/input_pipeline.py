@@ -346,8 +346,9 @@ class DevicePrefetchIterator(grain.DatasetIterator):
   underneath (which runs ``size`` batches ahead), so checkpoints resume exactly."""
 
   def __init__(self, iterator: Iterator[Batch], size: int, sharding: jax.sharding.Sharding):
-    self._stateful = isinstance(iterator, grain.DatasetIterator)
-    super().__init__(iterator if self._stateful else ())
+    # Any iterator with get_state/set_state (grain's, or a custom one such as tests' PairIterator) is resumable.
+    self._stateful = hasattr(iterator, "get_state") and hasattr(iterator, "set_state")
+    super().__init__(iterator if isinstance(iterator, grain.DatasetIterator) else ())
     self._it = iterator
     self._size = max(1, int(size))
     self._sharding = sharding

@@ -73,21 +73,17 @@ def create_state(config, mesh, rng):
   return model, tx, abstract, shardings, jax.jit(init, out_shardings=shardings)
 
 
-def _prefetch(iterator, mesh, size: int) -> Iterator:
-  """Yields (global device batch, iterator state after that batch), keeping `size` batches in flight."""
-  queue = []
+def _batches_with_state(iterator, mesh, size: int) -> Iterator:
+  """Yields (global device batch, iterator state after that batch), keeping `size` batches in flight.
 
-  def pull():
-    local = next(iterator)
-    state = iterator.get_state() if hasattr(iterator, "get_state") else None
-    queue.append((sharding_lib.global_batch(local, mesh), state))
-
-  for _ in range(max(size, 1)):
-    pull()
-  while True:
-    item = queue.pop(0)
-    pull()
-    yield item
+  The state is the prefetcher's, i.e. the position of the next batch it will hand out, not of the iterator
+  underneath (which runs `size` batches ahead), so a checkpoint resumes exactly after the last consumed batch.
+  """
+  from bdirnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  prefetcher = input_pipeline.prefetch_to_device(iterator, size, sharding_lib.batch_sharding(mesh))
+  stateful = hasattr(iterator, "get_state")
+  for batch in prefetcher:
+    yield batch, prefetcher.get_state() if stateful else None
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_iterator=None) -> TrainState:
@@ -129,7 +125,7 @@ def _train(config, workdir, train_iterator, term) -> TrainState:
       train_iterator.set_state(data_state)
   # The first batch is read before anything is compiled, so a dataset that cannot work (missing, images smaller
   # than the crop with small_image_policy='reject') fails in seconds, not after compilation.
-  batches = _prefetch(train_iterator, mesh, config.dataset.get("prefetch", 2))
+  batches = _batches_with_state(train_iterator, mesh, config.dataset.get("prefetch", 2))
   first_batch = next(batches)
   if latest is None:
     state = init(init_rng)
