@@ -229,7 +229,8 @@ def evaluate(workdir: str, config: ml_collections.ConfigDict | None = None, *, u
   workdir = epath.Path(workdir)
   restored = restored or inference.load(str(workdir), use_ema=use_ema, step=step, bf16=bf16)
   config = config if config is not None else restored.config
-  datasets = list(config.get("eval_datasets", []))
+  # A config loaded from DIR/config.json holds the list entries as plain dicts.
+  datasets = [ml_collections.ConfigDict(d) if isinstance(d, dict) else d for d in config.get("eval_datasets", [])]
   if not datasets:
     raise config_validation.ConfigError("config.eval_datasets is empty: nothing to evaluate")
   check_dataset_names(datasets)

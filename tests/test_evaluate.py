@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 import scipy.ndimage
@@ -113,7 +114,8 @@ def test_labels_keep_results_apart_and_report_accumulates(trained_workdir, gopro
   workdir = _copy(trained_workdir, tmp_path)
   config = _eval_config(gopro_dummy, label="gopro_again")
   config.eval_num_grid_images = 0
-  evaluate.evaluate(workdir, _eval_config(gopro_dummy))
+  # As loaded from DIR/config.json (what --mode=evaluate without --config uses): list entries are plain dicts.
+  evaluate.evaluate(workdir, ml_collections.ConfigDict(json.loads(_eval_config(gopro_dummy).to_json_best_effort())))
   evaluate.evaluate(workdir, config)
   assert (workdir / "eval" / "gopro_again_test.json").exists()
   assert not (workdir / "eval" / "gopro_again_test_grid.png").exists()
