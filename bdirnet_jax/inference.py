@@ -28,19 +28,29 @@ def load(workdir: str, *, use_ema: bool = True, step: int | None = None, bf16: b
   return Restored(create_model(config.model, dtype), params, int(step), config)
 
 
-def pad_to_multiple(images: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
-  """Reflect-pads the H and W axes (of HxWxC or NxHxWxC) up to a multiple; returns the original (H, W).
+def pad_mode(height: int, width: int) -> str:
+  """How an image of this size is padded: reflection keeps the statistics SAID normalises close to the unpadded
+  image's; an image too small to reflect (a side of 1 pixel) is edge-padded instead."""
+  return "reflect" if min(height, width) > 1 else "edge"
 
-  Reflection keeps the image statistics that SAID normalises close to the unpadded image's; images too small to
-  reflect (a side of 1 pixel) are edge-padded instead.
+
+def pad_bottom_right(images: np.ndarray, height: int, width: int, mode: str | None = None) -> np.ndarray:
+  """Pads the H and W axes (of HxWxC or NxHxWxC) at the bottom/right to (height, width).
+
+  `mode` defaults to `pad_mode` of the array's own size; a tile of a larger image passes the image's mode, so it
+  is padded as the whole image would be.
   """
   h, w = images.shape[-3], images.shape[-2]
-  ph, pw = (-h) % multiple, (-w) % multiple
-  if ph == 0 and pw == 0:
-    return images, (h, w)
-  pads = [(0, 0)] * (images.ndim - 3) + [(0, ph), (0, pw), (0, 0)]
-  mode = "reflect" if min(h, w) > 1 else "edge"
-  return np.pad(images, pads, mode=mode), (h, w)
+  if (h, w) == (height, width):
+    return images
+  pads = [(0, 0)] * (images.ndim - 3) + [(0, height - h), (0, width - w), (0, 0)]
+  return np.pad(images, pads, mode=mode or pad_mode(h, w))
+
+
+def pad_to_multiple(images: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
+  """Pads H and W (of HxWxC or NxHxWxC) up to a multiple with `pad_bottom_right`; returns the original (H, W)."""
+  h, w = images.shape[-3], images.shape[-2]
+  return pad_bottom_right(images, -(-h // multiple) * multiple, -(-w // multiple) * multiple), (h, w)
 
 
 def crop(images, hw: tuple[int, int]):

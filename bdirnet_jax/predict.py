@@ -47,15 +47,6 @@ def bucket_side(n: int, multiple: int = 1) -> int:
   return -(-n // step) * step
 
 
-def pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
-  """Pads an HxWxC image at the bottom/right to (height, width) like inference.pad_to_multiple does."""
-  h, w = image.shape[:2]
-  if (h, w) == (height, width):
-    return image
-  mode = "reflect" if min(h, w) > 1 else "edge"
-  return np.pad(image, [(0, height - h), (0, width - w), (0, 0)], mode=mode)
-
-
 @dataclasses.dataclass(frozen=True)
 class MemoryModel:
   """Device memory one forward pass needs per input pixel, against what one device has for it."""
@@ -190,7 +181,7 @@ class Predictor:
 
   def _run_batch(self, images: list[np.ndarray], batch: int, bucket: tuple[int, int]) -> Any:
     """Pads each float32 HxWx3 image to `bucket`, the batch to `batch`, and dispatches `apply`."""
-    x = np.stack([pad_to(im, *bucket) for im in images])
+    x = np.stack([inference.pad_bottom_right(im, *bucket) for im in images])
     x, n = inference.pad_batch(x, batch)
     if x.shape not in self.shapes:
       logging.info("predict: compiling for batch shape %s", x.shape)

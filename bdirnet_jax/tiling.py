@@ -18,6 +18,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from bdirnet_jax import inference
+
 
 def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
   """Start offsets of tiles of size min(tile, length) covering [0, length), neighbours overlapping >= overlap.
@@ -106,22 +108,20 @@ def run_tiled(grid: Grid, read_tile: Callable[[int, int, int, int], np.ndarray],
   """Applies `apply_batch` to every tile and hands the blended image to `write_rows` stripe by stripe.
 
   read_tile(y, x, h, w) -> float32 [h, w, C], a region inside the image; tiles reaching into the alignment padding
-  are reflect-padded here (edge-padded when a side of the image is 1 pixel, like inference.pad_to_multiple).
+  are padded here as inference.pad_to_multiple pads the whole image.
   apply_batch(float32 [N <= batch_size, th, tw, C]) -> anything np.asarray turns into the [N, th, tw, C] result (a
   jax.Array: the next batch is dispatched before this one is waited for). write_rows(y0, rows) receives the final
   float32 rows [n, width, C], top to bottom, each row once.
   """
   coords = [(i, j) for i in range(len(grid.ys)) for j in range(len(grid.xs))]
   acc = np.zeros((grid.th, grid.padded_width, channels), np.float32)
-  mode = "reflect" if min(grid.height, grid.width) > 1 else "edge"
+  mode = inference.pad_mode(grid.height, grid.width)  # as the untiled pass pads the whole image
   state = {"stripe": 0}
 
   def read(y, x):
     h, w = min(grid.th, grid.height - y), min(grid.tw, grid.width - x)
     region = read_tile(y, x, h, w)
-    if (h, w) != (grid.th, grid.tw):
-      region = np.pad(region, [(0, grid.th - h), (0, grid.tw - w), (0, 0)], mode=mode)
-    return region
+    return inference.pad_bottom_right(region, grid.th, grid.tw, mode)
 
   def finish_rows(stop_row):
     """Writes the accumulated rows [ys[stripe], stop_row) and shifts the accumulator up to stop_row."""

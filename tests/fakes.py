@@ -1,5 +1,6 @@
 """Small deterministic data for tests: Gaussian-blurred crops of photos shipped with scikit-image."""
 import os
+from pathlib import Path
 import subprocess
 import sys
 
@@ -98,3 +99,37 @@ def synthetic_blur_data_dir(tmp_path_factory):
                    capture_output=True, timeout=600)
     (data_dir / "built").write_text("")
   return data_dir
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Stand-ins for the predict/tiling tests.
+
+def space_to_depth_net(seed=1, squash=False):
+  """A local network with a stride of 2 (pixel-unshuffle, 3x3 conv, pixel-shuffle), receptive radius 3 pixels:
+  only equivariant to even shifts, so tiling is exact only when tiles are aligned. `squash`: sigmoid output in
+  (0, 1), for paths that write images."""
+  import jax  # pylint: disable=g-import-not-at-top
+  kernel = jax.random.normal(jax.random.key(seed), (3, 3, 12, 12)) * 0.3
+
+  @jax.jit
+  def apply(x):
+    n, h, w, c = x.shape
+    y = x.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, h // 2, w // 2, 4 * c)
+    y = jax.lax.conv_general_dilated(y, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = y.reshape(n, h // 2, w // 2, 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, h, w, c)
+    return jax.nn.sigmoid(y) if squash else y
+
+  return apply
+
+
+def fail_listing(monkeypatch, folder_name):
+  """Makes listing any folder named `folder_name` raise PermissionError: tests run as root, for whom chmod does
+  not block reads."""
+  real_scandir = os.scandir
+
+  def scandir(path):
+    if Path(path).name == folder_name:
+      raise PermissionError(13, "Permission denied", str(path))
+    return real_scandir(path)
+
+  monkeypatch.setattr(os, "scandir", scandir)

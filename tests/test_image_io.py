@@ -12,6 +12,7 @@ from PIL import Image as PILImage
 import pytest
 
 from bdirnet_jax import image_io
+from tests.fakes import fail_listing
 
 SETTINGS = hypothesis.settings(max_examples=25, deadline=None,
                                suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture])
@@ -168,16 +169,8 @@ def test_find_images_survives_a_symlink_loop(tmp_path):
 
 
 def test_unreadable_folder_is_reported_and_the_walk_goes_on(tmp_path, monkeypatch):
-  # Tests run as root, for whom chmod does not block reads: make listing one folder fail instead.
   _touch(tmp_path, "ok/a.png", "locked/b.png", "z.png")
-  real_scandir = os.scandir
-
-  def scandir(path):
-    if Path(path).name == "locked":
-      raise PermissionError(13, "Permission denied", str(path))
-    return real_scandir(path)
-
-  monkeypatch.setattr(os, "scandir", scandir)
+  fail_listing(monkeypatch, "locked")
   files, errors = image_io.find_images(tmp_path)
   assert [str(f.relative_to(tmp_path)) for f in files] == ["ok/a.png", "z.png"]
   assert len(errors) == 1 and errors[0][0] == tmp_path / "locked" and "Permission denied" in errors[0][1]

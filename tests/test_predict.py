@@ -18,7 +18,7 @@ import pytest
 
 from bdirnet_jax import inference
 from bdirnet_jax import predict
-from tests.fakes import photo_pairs
+from tests.fakes import fail_listing, photo_pairs, space_to_depth_net
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,23 +131,8 @@ def test_tiled_bdirnet_within_half_a_db_of_untiled(trained_workdir):
 # ------------------------------------------------------------------------------------------------------------------
 # The core with stand-in apply functions: exact expectations.
 
-def _space_to_depth_net(seed=1):
-  """Local network with a stride of 2 (pixel-unshuffle, 3x3 conv, pixel-shuffle): receptive radius 3 pixels."""
-  kernel = jax.random.normal(jax.random.key(seed), (3, 3, 12, 12)) * 0.3
-
-  @jax.jit
-  def apply(x):
-    n, h, w, c = x.shape
-    y = x.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, h // 2, w // 2, 4 * c)
-    y = jax.lax.conv_general_dilated(y, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    y = y.reshape(n, h // 2, w // 2, 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, h, w, c)
-    return jax.nn.sigmoid(y)
-
-  return apply
-
-
 def test_tiled_equals_untiled_for_a_local_network():
-  apply = _space_to_depth_net()
+  apply = space_to_depth_net(squash=True)
   rng = np.random.default_rng(0)
   exact = rng.integers(0, 65536, (128, 192, 3), dtype=np.uint16)  # a bucket size: the untiled pass pads nothing
   odd = rng.integers(0, 65536, (150, 229, 3), dtype=np.uint16)
@@ -236,17 +221,9 @@ def test_gray_rgba_and_16_bit_are_handled_and_logged(tmp_path, caplog):
 
 
 def test_unreadable_folder_is_reported_and_the_rest_written(tmp_path, monkeypatch, caplog):
-  # Tests run as root, for whom chmod does not block reads: make listing one folder fail instead.
   for name in ("a.png", "locked/b.png", "open/c.png"):
     _write(tmp_path / "in" / name, np.zeros((3, 3, 3), np.uint8))
-  real_scandir = os.scandir
-
-  def scandir(path):
-    if Path(path).name == "locked":
-      raise PermissionError(13, "Permission denied", str(path))
-    return real_scandir(path)
-
-  monkeypatch.setattr(os, "scandir", scandir)
+  fail_listing(monkeypatch, "locked")
   assert predict.Predictor(invert).run(tmp_path / "in", tmp_path / "out") == 1
   assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.png")) == [
       "a.png", "open/c.png"]

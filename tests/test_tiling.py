@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from bdirnet_jax import tiling
+from tests.fakes import space_to_depth_net
 
 SETTINGS = hypothesis.settings(max_examples=25, deadline=None)
 
@@ -88,20 +89,6 @@ def _conv_stack(seed=0, layers=3, channels=6):
   return apply
 
 
-def _space_to_depth_net(seed=1):
-  """Pixel-unshuffle by 2, a 3x3 conv, pixel-shuffle back: local, but only equivariant to even shifts."""
-  kernel = jax.random.normal(jax.random.key(seed), (3, 3, 12, 12)) * 0.3
-
-  @jax.jit
-  def apply(x):
-    n, h, w, c = x.shape
-    y = x.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, h // 2, w // 2, 4 * c)
-    y = jax.lax.conv_general_dilated(y, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return y.reshape(n, h // 2, w // 2, 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, h, w, c)
-
-  return apply
-
-
 def test_tiled_equals_untiled_for_a_local_network():
   image = np.random.default_rng(0).random((75, 101, 3), dtype=np.float32)
   apply = _conv_stack()
@@ -125,7 +112,7 @@ def test_tiled_equals_untiled_for_a_local_network():
 
 def test_aligned_tiles_keep_a_strided_network_exact():
   image = np.random.default_rng(1).random((64, 90, 3), dtype=np.float32)
-  apply = _space_to_depth_net()
+  apply = space_to_depth_net()
   whole = np.asarray(apply(image[None]))[0]
   aligned = tiling.apply_tiled(image, apply, tile=32, overlap=16, batch_size=2, align=2)
   np.testing.assert_allclose(aligned, whole, rtol=0, atol=1e-5)
