@@ -30,153 +30,153 @@ SSIM_WIN_SIZE = 2 * int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5) + 1  # 11, as ndimage 
 
 
 def _gaussian_taps(sigma: float = SSIM_SIGMA, truncate: float = SSIM_TRUNCATE) -> np.ndarray:
-    # Same taps as scipy.ndimage.gaussian_filter (normalised in float64, then cast once).
-    radius = int(truncate * sigma + 0.5)
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    phi = np.exp(-0.5 / (sigma * sigma) * x**2)
-    return phi / phi.sum()
+  # Same taps as scipy.ndimage.gaussian_filter (normalised in float64, then cast once).
+  radius = int(truncate * sigma + 0.5)
+  x = np.arange(-radius, radius + 1, dtype=np.float64)
+  phi = np.exp(-0.5 / (sigma * sigma) * x**2)
+  return phi / phi.sum()
 
 
 _TAPS = _gaussian_taps()
 
 
 def _compute_dtype(dtype) -> jnp.dtype:
-    # Integers and half floats go to float32; float64 stays float64 only when x64 is enabled.
-    if jnp.issubdtype(dtype, jnp.floating):
-        return jnp.promote_types(dtype, jnp.float32)
-    return jnp.dtype(jnp.float32)
+  # Integers and half floats go to float32; float64 stays float64 only when x64 is enabled.
+  if jnp.issubdtype(dtype, jnp.floating):
+    return jnp.promote_types(dtype, jnp.float32)
+  return jnp.dtype(jnp.float32)
 
 
 def _as_batched(x, y):
-    """Returns float [N,H,W,C] arrays and whether the input was unbatched."""
-    x = jnp.asarray(x)
-    y = jnp.asarray(y)
-    if x.shape != y.shape:
-        raise ValueError(f"Input images must have the same shape, got {x.shape} and {y.shape}.")
-    if x.ndim not in (3, 4):
-        raise ValueError(f"Expected HxWxC or NxHxWxC images, got shape {x.shape}.")
-    dtype = jnp.promote_types(_compute_dtype(x.dtype), _compute_dtype(y.dtype))
-    unbatched = x.ndim == 3
-    if unbatched:
-        x, y = x[None], y[None]
-    return x.astype(dtype), y.astype(dtype), unbatched
+  """Returns float [N,H,W,C] arrays and whether the input was unbatched."""
+  x = jnp.asarray(x)
+  y = jnp.asarray(y)
+  if x.shape != y.shape:
+    raise ValueError(f"Input images must have the same shape, got {x.shape} and {y.shape}.")
+  if x.ndim not in (3, 4):
+    raise ValueError(f"Expected HxWxC or NxHxWxC images, got shape {x.shape}.")
+  dtype = jnp.promote_types(_compute_dtype(x.dtype), _compute_dtype(y.dtype))
+  unbatched = x.ndim == 3
+  if unbatched:
+    x, y = x[None], y[None]
+  return x.astype(dtype), y.astype(dtype), unbatched
 
 
 def _pairwise_sum(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
-    """Tree summation over ``axes``: error grows like log(n) rather than n in float32.
+  """Tree summation over ``axes``: error grows like log(n) rather than n in float32.
 
     XLA's reduction order is unspecified; a sequential float32 sum over a 720x1280x3 image may drift
     by up to ~n*eps, while the tree keeps the error near log2(n)*eps, well inside the 1e-4 budget.
     """
-    keep = [a for a in range(x.ndim) if a not in axes]
-    x = jnp.transpose(x, keep + list(axes))
-    x = x.reshape(x.shape[: len(keep)] + (-1,))
-    n = x.shape[-1]
-    size = 1 << max(n - 1, 0).bit_length()  # next power of two: one pad, then exact halvings
-    x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, size - n)])
-    while size > 1:
-        size //= 2
-        x = x[..., :size] + x[..., size:]
-    return x[..., 0]
+  keep = [a for a in range(x.ndim) if a not in axes]
+  x = jnp.transpose(x, keep + list(axes))
+  x = x.reshape(x.shape[: len(keep)] + (-1,))
+  n = x.shape[-1]
+  size = 1 << max(n - 1, 0).bit_length()  # next power of two: one pad, then exact halvings
+  x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, size - n)])
+  while size > 1:
+    size //= 2
+    x = x[..., :size] + x[..., size:]
+  return x[..., 0]
 
 
 def _pairwise_mean(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
-    count = int(np.prod([x.shape[a] for a in axes]))
-    return _pairwise_sum(x, axes) / count
+  count = int(np.prod([x.shape[a] for a in axes]))
+  return _pairwise_sum(x, axes) / count
 
 
 def _filter_valid(img: jax.Array, taps: jax.Array) -> jax.Array:
-    """Separable correlation over H and W of [N,H,W,C], keeping only the fully-covered outputs.
+  """Separable correlation over H and W of [N,H,W,C], keeping only the fully-covered outputs.
 
     scikit-image filters with mode='reflect' and then crops ``(win_size - 1) // 2`` pixels from every
     side before averaging; the surviving pixels are exactly those whose window never touches the
     border, so the padding never matters and a 'valid' correlation gives bit-for-bit the same region.
     Done with shifted slices rather than a conv so GPUs cannot silently drop to TF32.
     """
-    k = taps.shape[0]
-    h, w = img.shape[1], img.shape[2]
-    out = sum(taps[i] * img[:, i : h - k + 1 + i] for i in range(k))
-    out = sum(taps[i] * out[:, :, i : w - k + 1 + i] for i in range(k))
-    return out
+  k = taps.shape[0]
+  h, w = img.shape[1], img.shape[2]
+  out = sum(taps[i] * img[:, i : h - k + 1 + i] for i in range(k))
+  out = sum(taps[i] * out[:, :, i : w - k + 1 + i] for i in range(k))
+  return out
 
 
 @jax.jit
 def psnr(x, y, data_range=255.0):
-    """Peak signal-to-noise ratio in dB, as ``skimage.metrics.peak_signal_noise_ratio``.
+  """Peak signal-to-noise ratio in dB, as ``skimage.metrics.peak_signal_noise_ratio``.
 
     Identical images give ``inf`` (MSE 0), as scikit-image does; averaging over a test set then
     yields inf, which is the honest answer rather than an arbitrary cap.
     """
-    x, y, unbatched = _as_batched(x, y)
-    mse = _pairwise_mean(jnp.square(x - y), (1, 2, 3))
-    data_range = jnp.asarray(data_range, x.dtype)
-    out = 10.0 * jnp.log10(data_range * data_range / mse)
-    return out[0] if unbatched else out
+  x, y, unbatched = _as_batched(x, y)
+  mse = _pairwise_mean(jnp.square(x - y), (1, 2, 3))
+  data_range = jnp.asarray(data_range, x.dtype)
+  out = 10.0 * jnp.log10(data_range * data_range / mse)
+  return out[0] if unbatched else out
 
 
 @jax.jit
 def ssim(x, y, data_range=255.0):
-    """Mean SSIM, as ``skimage.metrics.structural_similarity(x, y, gaussian_weights=True,
+  """Mean SSIM, as ``skimage.metrics.structural_similarity(x, y, gaussian_weights=True,
     sigma=1.5, use_sample_covariance=False, data_range=data_range, channel_axis=-1)``.
 
     Per-channel mean SSIM over the valid (border-cropped) region, then the mean over channels.
     Like scikit-image, images smaller than the 11x11 window raise ``ValueError``.
     """
-    x, y, unbatched = _as_batched(x, y)
-    h, w = x.shape[1], x.shape[2]
-    if h < SSIM_WIN_SIZE or w < SSIM_WIN_SIZE:
-        raise ValueError(
-            f"SSIM needs images of at least {SSIM_WIN_SIZE}x{SSIM_WIN_SIZE} (Gaussian window), "
-            f"got {h}x{w}; scikit-image raises for these sizes too."
-        )
-    dtype = x.dtype
-    taps = jnp.asarray(_TAPS, dtype)
+  x, y, unbatched = _as_batched(x, y)
+  h, w = x.shape[1], x.shape[2]
+  if h < SSIM_WIN_SIZE or w < SSIM_WIN_SIZE:
+    raise ValueError(
+      f"SSIM needs images of at least {SSIM_WIN_SIZE}x{SSIM_WIN_SIZE} (Gaussian window), "
+      f"got {h}x{w}; scikit-image raises for these sizes too."
+    )
+  dtype = x.dtype
+  taps = jnp.asarray(_TAPS, dtype)
 
-    # Shift by the per-channel mean: SSIM's (co)variances are shift invariant, and centred data keeps
-    # E[d^2] - E[d]^2 from cancelling away float32 precision on bright, flat regions.
-    mx = _pairwise_mean(x, (1, 2))[:, None, None, :]
-    my = _pairwise_mean(y, (1, 2))[:, None, None, :]
-    dx, dy = x - mx, y - my
-    fx = _filter_valid(dx, taps)
-    fy = _filter_valid(dy, taps)
-    vx = _filter_valid(dx * dx, taps) - fx * fx
-    vy = _filter_valid(dy * dy, taps) - fy * fy
-    vxy = _filter_valid(dx * dy, taps) - fx * fy
-    ux, uy = fx + mx, fy + my
+  # Shift by the per-channel mean: SSIM's (co)variances are shift invariant, and centred data keeps
+  # E[d^2] - E[d]^2 from cancelling away float32 precision on bright, flat regions.
+  mx = _pairwise_mean(x, (1, 2))[:, None, None, :]
+  my = _pairwise_mean(y, (1, 2))[:, None, None, :]
+  dx, dy = x - mx, y - my
+  fx = _filter_valid(dx, taps)
+  fy = _filter_valid(dy, taps)
+  vx = _filter_valid(dx * dx, taps) - fx * fx
+  vy = _filter_valid(dy * dy, taps) - fy * fy
+  vxy = _filter_valid(dx * dy, taps) - fx * fy
+  ux, uy = fx + mx, fy + my
 
-    data_range = jnp.asarray(data_range, dtype)
-    c1 = (SSIM_K1 * data_range) ** 2
-    c2 = (SSIM_K2 * data_range) ** 2
-    s_map = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-    # Equal pixel counts per channel, so the mean of per-channel means is the mean over all.
-    out = _pairwise_mean(s_map, (1, 2, 3))
-    return out[0] if unbatched else out
+  data_range = jnp.asarray(data_range, dtype)
+  c1 = (SSIM_K1 * data_range) ** 2
+  c2 = (SSIM_K2 * data_range) ** 2
+  s_map = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+  # Equal pixel counts per channel, so the mean of per-channel means is the mean over all.
+  out = _pairwise_mean(s_map, (1, 2, 3))
+  return out[0] if unbatched else out
 
 
 @jax.jit
 def to_uint8(image_float01):
-    """Quantises a [0, 1] float image the way NAFNet's ``tensor2img`` does (clip, x255, round half
+  """Quantises a [0, 1] float image the way NAFNet's ``tensor2img`` does (clip, x255, round half
     to even, cast), so our scores are on the same footing as the saved PNGs published methods
     evaluated."""
-    x = jnp.clip(jnp.asarray(image_float01, jnp.float32), 0.0, 1.0)
-    return jnp.round(x * 255.0).astype(jnp.uint8)
+  x = jnp.clip(jnp.asarray(image_float01, jnp.float32), 0.0, 1.0)
+  return jnp.round(x * 255.0).astype(jnp.uint8)
 
 
 def evaluate_pair(restored_float01, sharp_uint8) -> dict:
-    """Scores one image (HxWxC) or a batch (NxHxWxC) under ``DEFAULT_PROTOCOL``.
+  """Scores one image (HxWxC) or a batch (NxHxWxC) under ``DEFAULT_PROTOCOL``.
 
     Returns ``dict(psnr=..., ssim=...)``: Python floats for a single image, numpy arrays of shape
     [N] for a batch.
     """
-    restored = to_uint8(restored_float01)
-    sharp = jnp.asarray(sharp_uint8)
-    if sharp.dtype != jnp.uint8:
-        raise TypeError(
-            f"{DEFAULT_PROTOCOL} compares against the uint8 ground truth, got {sharp.dtype}; "
-            "load the PNG as uint8 rather than rescaling it."
-        )
-    p = np.asarray(psnr(restored, sharp, 255.0))
-    s = np.asarray(ssim(restored, sharp, 255.0))
-    if p.ndim == 0:
-        return {"psnr": float(p), "ssim": float(s)}
-    return {"psnr": p, "ssim": s}
+  restored = to_uint8(restored_float01)
+  sharp = jnp.asarray(sharp_uint8)
+  if sharp.dtype != jnp.uint8:
+    raise TypeError(
+      f"{DEFAULT_PROTOCOL} compares against the uint8 ground truth, got {sharp.dtype}; "
+      "load the PNG as uint8 rather than rescaling it."
+    )
+  p = np.asarray(psnr(restored, sharp, 255.0))
+  s = np.asarray(ssim(restored, sharp, 255.0))
+  if p.ndim == 0:
+    return {"psnr": float(p), "ssim": float(s)}
+  return {"psnr": p, "ssim": s}
