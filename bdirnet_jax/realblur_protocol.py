@@ -66,9 +66,14 @@ def image_align(deblurred: np.ndarray, gt: np.ndarray) -> Alignment:
   """Intensity-matches and ECC-aligns ``deblurred`` to ``gt`` (both float32 HxWx3 in [0, 1])."""
   z = np.asarray(deblurred, np.float32)
   x = np.asarray(gt, np.float32)
-  # Least-squares gain: the two cameras' exposures differ, which should not count as error.
-  scale = np.sum(x * z) / np.sum(z * z)
+  # Least-squares gain: the two cameras' exposures differ, which should not count as error. A black output
+  # would make it 0/0 (NaN scores, NaN dataset mean): keep it black (gain 1) instead.
+  zz = np.sum(z * z)
+  scale = np.sum(x * z) / zz if zz > 0 else np.float32(1.0)
   zs = scale * z
+  if not np.ptp(z) > 0:
+    # A constant output has no structure to align (ECC's correlation is 0/0): identity warp, flagged.
+    return _aligned(zs, x, np.eye(3, 3, dtype=np.float32), scale, float("nan"), True)
 
   criteria = (
     cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT,
@@ -91,7 +96,11 @@ def image_align(deblurred: np.ndarray, gt: np.ndarray) -> Alignment:
     cc, failed = float("nan"), True
   if failed:
     warp, cc = np.eye(3, 3, dtype=np.float32), float("nan")
+  return _aligned(zs, x, warp, scale, cc, failed)
 
+
+def _aligned(zs, x, warp, scale, cc, failed) -> Alignment:
+  """Warps the scaled output and a mask of ones onto the ground truth's grid (the original's warpPerspective)."""
   size = (x.shape[1], x.shape[0])
   zr = cv2.warpPerspective(
     zs, warp, size, flags=cv2.INTER_CUBIC + cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT

@@ -133,3 +133,13 @@ def test_rejects_bad_shapes(gt):
     realblur_metrics(gt[..., 0], gt[..., 0])
   with pytest.raises(ValueError):
     realblur_metrics(gt[:-1], gt)
+
+
+@pytest.mark.parametrize("value", [0.0, 0.5])
+def test_black_or_constant_output_is_finite_and_flagged(gt, value):
+  # The original's gain is 0/0 on a black output: NaN scores would make the dataset mean NaN.
+  out = np.full_like(gt, value)
+  res = realblur_metrics(out, gt)
+  assert np.isfinite(res["psnr"]) and np.isfinite(res["ssim"]), res
+  assert res["ecc_failed"] and res["psnr"] < 15
+  np.testing.assert_array_equal(res["warp"], np.eye(3, dtype=np.float32))
