@@ -1,0 +1,309 @@
+"""A whole reproducibility study in one command: configs x training blur families x seeds, fixed test sets,
+classical baselines, paired bootstrap intervals and a report.
+
+  python -m bdirnet_jax.study --study=configs/studies/NAME.py --output=DIR [--data_dir=D] [--study.FIELD=VALUE]
+
+* Runs: `DIR/runs/<config>-<train_blur>-seed<k>`, ordinary workdirs trained by `train.train_and_evaluate` from
+  `configs/<config>.py` (`bdirnet` = `configs/default.py`) with the study's `overrides`, `num_train_steps`,
+  `seed = k`, `dataset.on_the_fly_blur = True` and `dataset.blur_family = <train_blur>`. Training photos come from
+  `synthetic_blur` (built on first use in `--data_dir`, default `DIR/tfds`).
+* Resume: a run whose latest checkpoint step reaches `num_train_steps` is not touched again (not even restored for
+  training); an unfinished one resumes from its checkpoints. Scores are cached per run in
+  `<run>/study_scores.json` and for the baselines in `DIR/baseline_scores.json`, keyed by test-set label and
+  fingerprint and (for runs) the checkpoint step, so a second invocation trains and scores nothing and rewrites
+  the same report.
+* Test sets (`study_testsets`): every requested synthetic family at fixed seeded kernels, plus every real dataset
+  prepared in `--data_dir`.
+* Baselines (`classical`), statistics and report (`study_report`): `DIR/report.md`, `DIR/report.csv`,
+  `DIR/report_psnr.png`.
+* Compilation: unless a JAX compilation cache is configured already, `DIR/jax_cache` is used, so seeds of one
+  config (identical programs) compile once and a resumed study compiles nothing it compiled before.
+
+Single-process (one host, any number of local devices).
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app
+from absl import flags
+from absl import logging
+from etils import epath
+from ml_collections import config_flags
+
+from bdirnet_jax import blur
+from bdirnet_jax import classical
+from bdirnet_jax import study_report
+from bdirnet_jax import study_testsets
+
+RUNS_DIR = "runs"
+RUN_SCORES = "study_scores.json"
+BASELINE_SCORES = "baseline_scores.json"
+CONFIG_ALIASES = {"bdirnet": "default"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Configs
+
+def run_name(config_name: str, train_blur: str, seed: int) -> str:
+  return f"{config_name}-{train_blur}-seed{seed}"
+
+
+def _apply_overrides(config: ml_collections.ConfigDict, overrides, prefix: str = "") -> None:
+  for key, value in overrides.items():
+    if key not in config:
+      raise ValueError(f"study override {prefix}{key}: the training config has no such field")
+    if isinstance(value, (dict, ml_collections.ConfigDict)) and isinstance(config[key], ml_collections.ConfigDict):
+      _apply_overrides(config[key], value, f"{prefix}{key}.")
+    else:
+      config[key] = value
+
+
+def training_config(study: ml_collections.ConfigDict, config_name: str, train_blur: str, seed: int,
+                    data_dir: str) -> ml_collections.ConfigDict:
+  """The resolved training config of one run."""
+  module = CONFIG_ALIASES.get(config_name, config_name)
+  try:
+    config = importlib.import_module(f"configs.{module}").get_config()
+  except ModuleNotFoundError:
+    raise ValueError(f"study config {config_name!r}: no configs/{module}.py") from None
+  _apply_overrides(config, study.get("overrides", {}))
+  config.seed = int(seed)
+  config.num_train_steps = int(study.num_train_steps)
+  config.dataset.on_the_fly_blur = True
+  config.dataset.blur_family = train_blur
+  config.dataset.data_dir = data_dir
+  return config
+
+
+def validate_study(study: ml_collections.ConfigDict) -> None:
+  for field in ("configs", "seeds", "train_blurs", "test_blurs", "num_train_steps"):
+    if not study.get(field):
+      raise ValueError(f"study.{field} is empty or missing")
+  bad = [b for b in study.train_blurs if b not in blur.FAMILIES + (blur.MIXED,)]
+  if bad:
+    raise ValueError(f"study.train_blurs: unknown families {bad}; expected some of "
+                     f"{list(blur.FAMILIES) + [blur.MIXED]}")
+  bad = [b for b in study.test_blurs if b not in blur.FAMILIES]
+  if bad:
+    raise ValueError(f"study.test_blurs: unknown families {bad}; expected some of {list(blur.FAMILIES)}")
+  for field in ("configs", "seeds", "train_blurs", "test_blurs"):
+    if len(set(study[field])) != len(study[field]):
+      raise ValueError(f"study.{field} has duplicates: {list(study[field])}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Caches
+
+def _read_json(path: epath.Path) -> dict:
+  return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _write_json(path: epath.Path, obj: dict) -> None:
+  tmp = path.parent / (path.name + ".tmp")
+  tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
+  os.replace(tmp, path)
+
+
+def _set_key(ts: study_testsets.TestSet) -> str:
+  return f"{ts.label}:{ts.fingerprint}"
+
+
+def setup_compilation_cache(output: epath.Path) -> None:
+  """DIR/jax_cache as JAX's persistent compilation cache, unless one is configured already."""
+  if jax.config.jax_compilation_cache_dir or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    return
+  from jax.experimental.compilation_cache import compilation_cache  # pylint: disable=g-import-not-at-top
+  jax.config.update("jax_compilation_cache_dir", str(output / "jax_cache"))
+  compilation_cache.reset_cache()  # re-initialise even if something was compiled before in this process
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Scoring
+
+def baseline_scores(test_sets, output: epath.Path) -> dict[str, dict[str, list]]:
+  """{set key: {method: [[psnr, ssim] per image]}}, computed once and cached in DIR/baseline_scores.json."""
+  path = output / BASELINE_SCORES
+  cache = _read_json(path)
+  changed = False
+  for ts in test_sets:
+    key = _set_key(ts)
+    methods = classical.BASELINES if ts.kernels is not None else ("input",)
+    entry = cache.setdefault(key, {})
+    for method in methods:
+      if method in entry:
+        continue
+      t0 = time.time()
+      outputs = [classical.restore(method, b, None if ts.kernels is None else ts.kernels[i],
+                                   noise_sigma=ts.noise_sigma or 0.0,
+                                   seed=study_testsets.stable_seed(method, ts.label, ts.image_ids[i]))
+                 for i, b in enumerate(ts.blurry)]
+      entry[method] = [list(s) for s in study_testsets.score_images(outputs, ts)]
+      changed = True
+      logging.info("study: baseline %s on %s: %.1fs", method, ts.label, time.time() - t0)
+  if changed:
+    _write_json(path, cache)
+  return cache
+
+
+def network_outputs(restored, images: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+  """float32 [0, 1] deblurred images; images of one size run in fixed-size batches (one compilation per size)."""
+  from bdirnet_jax import inference  # pylint: disable=g-import-not-at-top
+  from bdirnet_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+  mesh = sharding_lib.create_mesh((-1, 1), devices=jax.local_devices())
+  devices = mesh.shape[sharding_lib.DATA_AXIS]
+  batch_size = -(-max(1, batch_size) // devices) * devices
+  deblur = inference.jit_deblur(restored.model, mesh)
+  factor = restored.model.downsample_factor
+  outputs: list[np.ndarray | None] = [None] * len(images)
+  by_shape: dict[tuple, list[int]] = {}
+  for i, img in enumerate(images):
+    by_shape.setdefault(img.shape, []).append(i)
+  for indices in by_shape.values():
+    for start in range(0, len(indices), batch_size):
+      chunk = indices[start:start + batch_size]
+      batch, hw = inference.pad_to_multiple(np.stack([images[i] for i in chunk]), factor)
+      batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - len(chunk), axis=0)])
+      out = np.asarray(jax.device_get(inference.crop(deblur(restored.params, batch), hw)))
+      for j, i in enumerate(chunk):
+        outputs[i] = out[j]
+  return outputs
+
+
+def run_scores(workdir: epath.Path, test_sets, batch_size: int) -> tuple[int, dict[str, list]]:
+  """(step, {set key: [[psnr, ssim] per image]}) of a trained run's latest checkpoint (EMA params), cached in
+  the run's study_scores.json."""
+  path = workdir / RUN_SCORES
+  cache = _read_json(path)
+  step = latest_step(workdir)
+  missing = [ts for ts in test_sets if cache.get(_set_key(ts), {}).get("step") != step]
+  if missing:
+    from bdirnet_jax import inference  # pylint: disable=g-import-not-at-top
+    t0 = time.time()
+    restored = inference.load(str(workdir), use_ema=True, step=step)
+    params = "ema" if restored.config.optim.get("ema_decay", 0) > 0 else "raw"
+    for ts in missing:
+      outputs = network_outputs(restored, ts.blurry, batch_size)
+      cache[_set_key(ts)] = {"step": step, "params": params,
+                             "scores": [list(s) for s in study_testsets.score_images(outputs, ts)]}
+    _write_json(path, cache)
+    logging.info("study: scored %s on %d test set(s) in %.1fs", workdir.name, len(missing), time.time() - t0)
+  return step, {_set_key(ts): cache[_set_key(ts)]["scores"] for ts in test_sets}
+
+
+def latest_step(workdir: epath.Path) -> int | None:
+  """The latest checkpoint step of a workdir (None: none), without restoring anything."""
+  from bdirnet_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  if not (workdir / checkpoint.CHECKPOINT_DIR).exists():
+    return None
+  manager = checkpoint.create_manager(str(workdir))
+  try:
+    return manager.latest_step()
+  finally:
+    manager.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The study
+
+def run(study: ml_collections.ConfigDict, output: str, *, data_dir: str | None = None) -> list[dict]:
+  """Trains what is missing, scores what is not cached, writes the report; returns the report's rows."""
+  from bdirnet_jax import config_validation  # pylint: disable=g-import-not-at-top
+  from bdirnet_jax import train  # pylint: disable=g-import-not-at-top
+  validate_study(study)
+  out = epath.Path(output)
+  out.mkdir(parents=True, exist_ok=True)
+  train_data_dir = data_dir or str(out / "tfds")
+  runs = [(c, tb, int(s)) for c in study.configs for tb in study.train_blurs for s in study.seeds]
+  configs = {r: training_config(study, *r, train_data_dir) for r in runs}
+  for r, config in configs.items():  # every config checked before anything is trained
+    try:
+      config_validation.validate(config)
+    except config_validation.ConfigError as e:
+      raise config_validation.ConfigError(f"run {run_name(*r)}: {e}") from None
+  setup_compilation_cache(out)
+
+  first = next(iter(configs.values()))
+  test_cfg = study.test
+  kernel_size = int(test_cfg.get("kernel_size") or first.dataset.kernel_size)
+  noise_sigma = float(first.dataset.noise_sigma if test_cfg.get("noise_sigma") is None else test_cfg.noise_sigma)
+  t0 = time.time()
+  test_sets = study_testsets.synthetic_sets(study.test_blurs, variants=test_cfg.variants,
+                                            max_side=test_cfg.max_side, kernel_size=kernel_size,
+                                            noise_sigma=noise_sigma)
+  skipped = []
+  if data_dir and study.get("real_datasets", True):
+    real, skipped = study_testsets.real_sets(data_dir, max_side=test_cfg.max_side,
+                                             max_images=test_cfg.get("max_real_images", 16))
+    test_sets += real
+  logging.info("study: %d test sets (%s) in %.1fs", len(test_sets),
+               ", ".join(f"{ts.label}: {len(ts)}" for ts in test_sets), time.time() - t0)
+
+  rows = []
+  for r in runs:
+    workdir = out / RUNS_DIR / run_name(*r)
+    step = latest_step(workdir)
+    if step is not None and step >= study.num_train_steps:
+      if step > study.num_train_steps:
+        logging.warning("study: %s is at step %d, past the study's %d steps; scored as it is", workdir.name, step,
+                        study.num_train_steps)
+      logging.info("study: %s finished (step %d); not trained", workdir.name, step)
+    else:
+      logging.info("study: training %s (%s)", workdir.name,
+                   "from scratch" if step is None else f"resuming from step {step}")
+      t1 = time.time()
+      train.train_and_evaluate(configs[r], str(workdir))
+      logging.info("study: trained %s in %.1fs", workdir.name, time.time() - t1)
+    step, scores = run_scores(workdir, test_sets, test_cfg.get("eval_batch", 8))
+    for ts in test_sets:
+      for iid, (psnr, ssim) in zip(ts.image_ids, scores[_set_key(ts)]):
+        rows.append(dict(config=r[0], train_blur=r[1], seed=r[2], test_set=ts.label, image_id=iid, psnr=psnr,
+                         ssim=ssim, step=step))
+
+  base = baseline_scores(test_sets, out)
+  for method in classical.BASELINES:
+    for ts in test_sets:
+      for iid, (psnr, ssim) in zip(ts.image_ids, base[_set_key(ts)].get(method, ())):
+        rows.append(dict(config=method, train_blur=None, seed=None, test_set=ts.label, image_id=iid, psnr=psnr,
+                         ssim=ssim, step=None))
+
+  meta = dict(name=study.get("name", "study"), configs=list(study.configs), seeds=[int(s) for s in study.seeds],
+              train_blurs=list(study.train_blurs), num_train_steps=int(study.num_train_steps),
+              kernel_size=kernel_size, noise_sigma=noise_sigma, max_side=int(test_cfg.max_side),
+              variants=int(test_cfg.variants), overrides=study.get("overrides", ml_collections.ConfigDict()).to_dict(),
+              bootstrap_samples=int(study.bootstrap.samples), bootstrap_seed=int(study.bootstrap.seed))
+  study_report.write(rows, out, study=meta, test_sets=test_sets, skipped=skipped,
+                     min_gain_db=float(study.get("learned_min_gain_db", 0.5)),
+                     samples=int(study.bootstrap.samples), seed=int(study.bootstrap.seed))
+  logging.info("study: report in %s", out / "report.md")
+  return rows
+
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  config_flags.DEFINE_config_file("study", None, "Study config file (configs/studies/NAME.py).", lock_config=True)
+  flags.DEFINE_string("output", None, "Study folder: runs/, caches, report.md, report.csv, report_psnr.png.")
+  flags.DEFINE_string("data_dir", None, "TFDS data_dir: synthetic_blur is built there for training (default "
+                      "OUTPUT/tfds) and every real dataset prepared there is a test set.")
+
+
+def main(argv):
+  del argv
+  if FLAGS.study is None or not FLAGS.output:
+    raise app.UsageError("--study=configs/studies/NAME.py and --output=DIR are required")
+  t0 = time.time()
+  run(FLAGS.study, FLAGS.output, data_dir=FLAGS.data_dir)
+  logging.info("study: done in %.1fs", time.time() - t0)
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)
