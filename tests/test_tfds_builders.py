@@ -37,7 +37,8 @@ if str(ROOT) not in sys.path:
 import tensorflow_datasets as tfds  # noqa: E402
 
 import tfds_builders  # noqa: E402
-from tfds_builders import _common  # noqa: E402
+from tfds_builders import _common
+from tfds_builders.lai import lai_dataset_builder  # noqa: E402
 from tfds_builders import _testing  # noqa: E402,F401  (dill shim)
 
 # --- 1. the stock DatasetBuilderTestCase classes (collected by pytest from here) ---
@@ -276,9 +277,9 @@ def test_conversion_count_is_logged_per_split(tmp_path, caplog):
 def test_array_record_is_default_and_tfrecord_override(tmp_path):
   b = _build("kohler", DUMMY["kohler"], tmp_path / "ar")
   assert b.info.file_format.value == "array_record"
-  assert list((tmp_path / "ar/kohler/1.0.0").glob("kohler-test.array_record-*"))
+  assert list((tmp_path / "ar/kohler/1.1.0").glob("kohler-test.array_record-*"))
   b2 = _build("kohler", DUMMY["kohler"], tmp_path / "tfr", file_format="tfrecord")
-  assert list((tmp_path / "tfr/kohler/1.0.0").glob("kohler-test.tfrecord-*"))
+  assert list((tmp_path / "tfr/kohler/1.1.0").glob("kohler-test.tfrecord-*"))
   # Re-opening a prepared dataset keeps its on-disk format (no ArrayRecord forcing).
   assert tfds.builder("kohler", data_dir=str(tmp_path / "tfr")).info.file_format.value == "tfrecord"
   assert b2.info.splits["test"].num_examples == 3
@@ -312,6 +313,75 @@ def test_kohler_middle_frame_and_counts(tmp_path):
     frame = DUMMY["kohler"] / f"Image{p}/Kernel{k}/GroundTruth{p}_{k}_{got[key][0]}.png"
     np.testing.assert_array_equal(ex["sharp"], _decode(frame.read_bytes()))
   assert got == {(1, 1): (3, 5), (1, 2): (2, 4), (2, 1): (2, 3)}
+
+
+def _kohler_frames(root, p, k) -> list:
+  return sorted(root.glob(f"**/GroundTruth{p}_{k}_*.png"), key=lambda f: int(f.stem.rsplit("_", 1)[1]))
+
+
+def test_kohler_per_zip_extraction_exposes_every_frame(tmp_path):
+  """Each GroundTruth_pngs_Image{p}.zip extracted into a folder of its own (with or without the inner Image{p})."""
+  manual = tmp_path / "manual"
+  shutil.copytree(DUMMY["kohler"] / "BlurryImages", manual / "BlurryImages")
+  shutil.copytree(DUMMY["kohler"] / "Image1", manual / "GroundTruth_pngs_Image1" / "Image1")
+  shutil.copytree(DUMMY["kohler"] / "Image2", manual / "GroundTruth_pngs_Image2")  # zip without the inner folder
+  _build("kohler", manual, tmp_path / "d")
+  ds = tfds.data_source("kohler", split="test", data_dir=str(tmp_path / "d"))
+  assert len(ds) == 3
+  for i in range(len(ds)):
+    ex = ds[i]
+    p, k = int(ex["image_index"]), int(ex["kernel_index"])
+    files = _kohler_frames(DUMMY["kohler"], p, k)
+    assert list(ex["sharp_frame_numbers"]) == list(range(1, len(files) + 1)) == [
+        int(f.stem.rsplit("_", 1)[1]) for f in files]
+    frames = np.stack(list(ex["sharp_frames"]))
+    assert frames.shape == (len(files),) + ex["sharp"].shape and frames.dtype == np.uint8
+    for frame, f in zip(frames, files):
+      np.testing.assert_array_equal(frame, _decode(f.read_bytes()))
+    np.testing.assert_array_equal(frames[(len(files) - 1) // 2], ex["sharp"])  # the middle frame
+
+
+def test_kohler_side_by_side_keeps_working_and_names_missing_frames(tmp_path):
+  manual = tmp_path / "manual"
+  shutil.copytree(DUMMY["kohler"], manual)
+  shutil.rmtree(manual / "Image1" / "Kernel2")
+  with pytest.raises(_common.MissingPairError, match=r"Kernel2/GroundTruth1_2_<f>\.png"):
+    _build("kohler", manual, tmp_path / "d")
+
+
+def _lai_official_tree(root):
+  """The official layout: two-column lists (`name  kernel size`), non-uniform blurs named <gt>_gyro_{07,16,...}."""
+  from tfds_builders import make_dummy_data  # pylint: disable=g-import-not-at-top
+  gts = ["manmade_01", "natural_01"]
+  uni = [(f"{g}_kernel_0{k}", size) for g in gts for k, size in ((1, 51), (2, 55), (3, 75), (4, 35))]
+  nonuni = [(f"{g}_gyro_{k}", 0) for g in gts for k in ("07", "16", "23", "24")]
+  (root / "synthetic_dataset" / "ground_truth").mkdir(parents=True)
+  (root / "synthetic_dataset" / "uniform").mkdir()
+  (root / "synthetic_dataset" / "nonuniform").mkdir()
+  for i, g in enumerate(gts):
+    (root / "synthetic_dataset" / "ground_truth" / f"{g}.png").write_bytes(_png(make_dummy_data._pattern(80 + i)))
+  for folder, items in (("uniform", uni), ("nonuniform", nonuni)):
+    for name, _ in items:
+      g = gts.index(name.split("_kernel_")[0].split("_gyro_")[0])
+      blurry = make_dummy_data._blur(make_dummy_data._pattern(80 + g))
+      (root / "synthetic_dataset" / folder / f"{name}.png").write_bytes(_png(blurry))
+  (root / "ground_truth.txt").write_text("\n".join(gts) + "\n")
+  (root / "synthetic_uniform.txt").write_text("".join(f"{n}     {size}\n" for n, size in uni))
+  (root / "synthetic_nonuniform.txt").write_text("".join(f"{n}\t{size}\r\n" for n, size in nonuni))
+  return len(uni), len(nonuni)
+
+
+def test_lai_official_two_column_lists(tmp_path):
+  n_uni, n_nonuni = _lai_official_tree(tmp_path / "manual")
+  for config, n in (("synthetic_uniform", n_uni), ("synthetic_nonuniform", n_nonuni)):
+    _build(f"lai/{config}", tmp_path / "manual", tmp_path / "d")
+    ds = tfds.data_source(f"lai/{config}", split="test", data_dir=str(tmp_path / "d"))
+    assert len(ds) == n, config
+    ids = sorted(ds[i]["image_id"].decode() if isinstance(ds[i]["image_id"], bytes) else ds[i]["image_id"]
+                 for i in range(len(ds)))
+    assert all(" " not in i and "\t" not in i for i in ids)
+  assert lai_dataset_builder.read_names(tmp_path / "manual" / "synthetic_uniform.txt")[:2] == [
+      "manmade_01_kernel_01", "manmade_01_kernel_02"]
 
 
 def test_data_source_without_tensorflow(tmp_path):
@@ -369,7 +439,7 @@ def test_cli_build_writes_array_record(tmp_path):
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
   )
   assert r.returncode == 0, r.stderr[-3000:]
-  assert list((tmp_path / "kohler/1.0.0").glob("kohler-test.array_record-*"))
+  assert list((tmp_path / "kohler/1.1.0").glob("kohler-test.array_record-*"))
 
 
 # ---------------------------------------------------------------- 2e. synthetic_blur

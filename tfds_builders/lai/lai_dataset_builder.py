@@ -19,15 +19,17 @@ except ImportError:  # `tfds build tfds_builders/lai` without the repo root on s
 _LAYOUT = """\
 <manual_dir>/                          (any one extra folder level is fine)
   ground_truth.txt                     (25 names: {manmade,natural,people,saturated,text}_01..05)
-  synthetic_uniform.txt                (100 names: <gt>_kernel_0{1-4})
-  synthetic_nonuniform.txt             (100 names: <gt>_gyro_0{1-4})
+  synthetic_uniform.txt                (100 lines `<gt>_kernel_0{1-4}  <kernel size>`)
+  synthetic_nonuniform.txt             (100 lines `<gt>_gyro_{07,16,23,24}  <size>`)
   real.txt                             (100 names, no ground truth)
   synthetic_dataset/ground_truth/<gt>.png
   synthetic_dataset/uniform/<gt>_kernel_0K.png
-  synthetic_dataset/nonuniform/<gt>_gyro_0K.png   (folder name unverified: also
+  synthetic_dataset/nonuniform/<gt>_gyro_KK.png   (folder name unverified: also
                                         non_uniform/, non-uniform/, nonuniform_blur/)
   real_dataset/<name>.jpg              (.png also accepted)
-A list file may be missing: then the folder's images are used."""
+List lines may carry more columns (the official lists add the kernel size, read in
+MATLAB with textscan('%s %f')): only the first field is the name.  A list file may be
+missing: then the folder's images are used."""
 
 _EXTS = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG")
 _SUFFIX_RE = re.compile(r"^(?P<gt>.+)_(?:kernel|gyro)_\d+$")
@@ -42,12 +44,17 @@ class LaiConfig(tfds.core.BuilderConfig):
 
 
 def read_names(list_path: epath.Path) -> list[str]:
-  """Names from a Lai list file (one per line; extension and blank lines ignored)."""
+  """Names from a Lai list file: the first whitespace-separated field of each line.
+
+  The official lists have two columns (`manmade_01_kernel_01     51`: name and
+  kernel size); extensions, blank lines and `#` comments are ignored.
+  """
   names = []
   for line in list_path.read_text(encoding="utf-8").splitlines():
-    name = line.strip()
-    if not name or name.startswith("#"):
+    fields = line.split()
+    if not fields or fields[0].startswith("#"):
       continue
+    name = fields[0]
     name = name.split("/")[-1]
     for ext in _EXTS:
       if name.endswith(ext):
@@ -150,7 +157,7 @@ class Builder(_common.ManualDirBuilder):
         if not m:
           raise _common.MissingPairError(
               f"Cannot derive the ground-truth name of {blurry} (expected <gt>_kernel_0K or "
-              "<gt>_gyro_0K)."
+              "<gt>_gyro_KK)."
           )
         sharp = _find_file(gt_dir, m.group("gt"))
         if sharp is None:
