@@ -16,7 +16,7 @@ classical baselines, paired bootstrap intervals and a report.
   prepared in `--data_dir`.
 * Baselines (`classical`), statistics and report (`study_report`): `DIR/report.md`, `DIR/report.csv`,
   `DIR/report_psnr.png`.
-* Compilation: unless a JAX compilation cache is configured already, `DIR/jax_cache` is used, so seeds of one
+* Compilation: unless a JAX compilation cache is configured already, the command uses `DIR/jax_cache`, so seeds of one
   config (identical programs) compile once and a resumed study compiles nothing it compiled before.
 
 Single-process (one host, any number of local devices).
@@ -213,7 +213,11 @@ def latest_step(workdir: epath.Path) -> int | None:
 # The study
 
 def run(study: ml_collections.ConfigDict, output: str, *, data_dir: str | None = None) -> list[dict]:
-  """Trains what is missing, scores what is not cached, writes the report; returns the report's rows."""
+  """Trains what is missing, scores what is not cached, writes the report; returns the report's rows.
+
+  The command line also enables the persistent compilation cache (`setup_compilation_cache`); a library caller
+  decides that for its own process.
+  """
   from bdirnet_jax import config_validation  # pylint: disable=g-import-not-at-top
   from bdirnet_jax import train  # pylint: disable=g-import-not-at-top
   validate_study(study)
@@ -227,7 +231,6 @@ def run(study: ml_collections.ConfigDict, output: str, *, data_dir: str | None =
       config_validation.validate(config)
     except config_validation.ConfigError as e:
       raise config_validation.ConfigError(f"run {run_name(*r)}: {e}") from None
-  setup_compilation_cache(out)
 
   first = next(iter(configs.values()))
   test_cfg = study.test
@@ -300,6 +303,7 @@ def main(argv):
   if FLAGS.study is None or not FLAGS.output:
     raise app.UsageError("--study=configs/studies/NAME.py and --output=DIR are required")
   t0 = time.time()
+  setup_compilation_cache(epath.Path(FLAGS.output))
   run(FLAGS.study, FLAGS.output, data_dir=FLAGS.data_dir)
   logging.info("study: done in %.1fs", time.time() - t0)
 

@@ -1,0 +1,56 @@
+"""CPU study: the paper's claim at laptop scale, sized for at most 3 hours on an idle 2-core CPU (it resumes, so it
+may run in several sittings).
+
+  python -m bdirnet_jax.study --study=configs/studies/cpu.py --output=studies/cpu
+
+Design: the five configs x 3 seeds x trained on one single family and on `mixed` = 30 runs, each tested on all four
+synthetic families (8 images per family: 2 held-out photos x 4 kernels, 128x128 crops).
+
+Expected wall time (2 idle CPU cores): an ESTIMATE, not yet measured with the final recipe: ~5 min of compilation
+(one per config, shared by its seeds through DIR/jax_cache), ~1.5-3 min per 300-step run of BDIRNet-small on batch
+8 of 64x64 crops (30 runs: 45-90 min), ~1 min of scoring and baselines: about 1-1.5 hours.
+
+The RECIPE block is a placeholder (based on configs/default.py) until the lead engineer finalises it; the rest is
+the study's design.
+"""
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+
+def recipe() -> ml_collections.ConfigDict:
+  """RECIPE: overrides applied to every run (placeholder; to be finalised)."""
+  return ml_collections.ConfigDict(dict(
+      batch_size=8,
+      checkpoint_every_steps=100,
+      log_every_steps=50,
+      model=dict(preset="small"),
+      optim=dict(learning_rate=2e-3, warmup_steps=30),
+      dataset=dict(crop_size=64, kernel_size=15, noise_sigma=0.01),
+  ))
+
+
+NUM_TRAIN_STEPS = 300  # RECIPE
+
+
+def get_config():
+  study = ml_collections.ConfigDict()
+  study.name = "cpu"
+  study.expected_wall_time = "2 idle CPU cores: ~1-1.5 h (estimate; see the module doc)"
+  study.configs = ("bdirnet", "no_latent", "no_said", "no_sair", "unet_baseline")
+  study.seeds = (0, 1, 2)
+  study.train_blurs = ("gaussian", "mixed")
+  study.test_blurs = ("trajectory", "linear", "gaussian", "defocus")
+  study.num_train_steps = NUM_TRAIN_STEPS
+  study.real_datasets = True       # every real dataset prepared in --data_dir is a test set too
+  study.learned_min_gain_db = 0.5  # "learned?": in-distribution PSNR gain over the input
+  study.test = ml_collections.ConfigDict(dict(
+      variants=4,                  # kernels (and crops) per held-out photo
+      max_side=128,                # square crops of at most this side
+      kernel_size=placeholder(int),    # None: the runs' dataset.kernel_size
+      noise_sigma=placeholder(float),  # None: the runs' dataset.noise_sigma
+      max_real_images=16,
+      eval_batch=8,
+  ))
+  study.bootstrap = ml_collections.ConfigDict(dict(samples=5000, seed=0))
+  study.overrides = recipe()
+  return study
