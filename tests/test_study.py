@@ -1,0 +1,281 @@
+"""The study: bootstrap, classical baselines, fixed test sets, and the smoke study end to end (rows, means, intervals,
+resume without retraining)."""
+import csv
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+
+from bdirnet_jax import blur
+from bdirnet_jax import classical
+from bdirnet_jax import study_report
+from bdirnet_jax import study_testsets
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "configs" / "studies" / "smoke.py"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Statistics
+
+def test_bootstrap_is_seeded_and_brackets_the_mean():
+  rng = np.random.default_rng(0)
+  d = 0.3 + rng.normal(size=(3, 40))
+  a = study_report.bootstrap_mean_ci(d, samples=2000, seed=7)
+  assert a == study_report.bootstrap_mean_ci(d, samples=2000, seed=7)
+  mean, lo, hi = a
+  assert mean == pytest.approx(d.mean()) and lo < mean < hi
+  # Roughly the normal-theory interval of a mean of 120 unit-variance values (no seed effect here).
+  assert 0.5 * 2 * 1.96 / np.sqrt(120) < hi - lo < 2.0 * 2 * 1.96 / np.sqrt(120)
+
+
+def test_bootstrap_of_a_constant_is_exact():
+  assert study_report.bootstrap_mean_ci(np.full((2, 5), 0.25), samples=500, seed=0) == (0.25, 0.25, 0.25)
+
+
+def test_bootstrap_resamples_seeds_too():
+  """A seed effect much larger than the image noise must widen the interval: two seeds at +1 and -0.6 cannot
+  establish a sign, however many images there are (a pairs bootstrap would call this 'better')."""
+  rng = np.random.default_rng(1)
+  d = np.array([[1.0], [-0.6]]) + 0.01 * rng.normal(size=(2, 200))
+  mean, lo, hi = study_report.bootstrap_mean_ci(d, samples=2000, seed=0)
+  assert lo < -0.5 and hi > 0.9 and lo < mean < hi
+  assert study_report.verdict(lo, hi) == study_report.UNDECIDED
+  assert study_report.verdict(0.1, 0.3) == "better" and study_report.verdict(-0.3, -0.1) == "worse"
+
+
+def test_in_distribution_rule():
+  assert study_report.in_distribution("gaussian", "gaussian")
+  assert not study_report.in_distribution("gaussian", "linear")
+  assert all(study_report.in_distribution("mixed", f) for f in blur.FAMILIES)
+  assert not study_report.in_distribution("mixed", "gopro-blur")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Baselines
+
+@pytest.mark.parametrize("family", ["gaussian", "linear"])
+def test_oracles_beat_the_input_on_a_noiseless_blur(family):
+  sharp = skimage.data.chelsea()[100:164, 200:264]
+  kernel = blur.sample_kernel(np.random.default_rng(3), family, 15)
+  blurry = np.round(blur.blur_image(sharp / 255.0, kernel) * 255.0).astype(np.uint8)
+  scores = {m: classical.score(m, blurry, sharp, kernel, noise_sigma=0.0) for m in classical.BASELINES}
+  for method in classical.NEEDS_KERNEL:
+    assert scores[method][0] > scores["input"][0] + 1.0, (method, scores)
+    assert scores[method][1] > scores["input"][1], (method, scores)
+
+
+@pytest.mark.parametrize("family", ["gaussian", "linear", "defocus"])
+def test_wiener_oracles_beat_the_input_at_the_study_noise(family):
+  """At sigma 0.01 (the default training noise) the balance rule holds up on every family, defocus included,
+  whose spectral zeros make the noiseless rule (quantisation noise only) under-regularise."""
+  sharp = skimage.data.chelsea()[100:164, 200:264]
+  rng = np.random.default_rng(3)
+  kernel = blur.sample_kernel(rng, family, 15)
+  y = blur.add_noise(rng, blur.blur_image(sharp / 255.0, kernel), gaussian_sigma=0.01)
+  blurry = np.round(y * 255.0).astype(np.uint8)
+  scores = {m: classical.score(m, blurry, sharp, kernel, noise_sigma=0.01) for m in classical.BASELINES}
+  for method in ("wiener_oracle", "unsupervised_wiener"):
+    assert scores[method][0] > scores["input"][0], (method, scores)
+
+
+def test_baseline_outputs_are_clipped_images_and_input_is_identity():
+  sharp = skimage.data.chelsea()[:48, :48]
+  kernel = blur.gaussian_kernel(1.5, 9)
+  blurry = np.round(blur.blur_image(sharp / 255.0, kernel) * 255.0).astype(np.uint8)
+  np.testing.assert_array_equal(np.round(classical.restore("input", blurry, None, noise_sigma=0.01) * 255), blurry)
+  for method in classical.NEEDS_KERNEL:
+    out = classical.restore(method, blurry, kernel, noise_sigma=0.01)
+    assert out.shape == sharp.shape and out.min() >= 0.0 and out.max() <= 1.0
+    with pytest.raises(ValueError, match="true kernel"):
+      classical.restore(method, blurry, None, noise_sigma=0.01)
+  assert classical.wiener_balance(0.01) == pytest.approx((1e-4 + 1 / (12 * 255**2)) / (2 * 3e-3))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Test sets
+
+def test_synthetic_sets_are_fixed_held_out_and_keep_their_kernels():
+  from tfds_builders.synthetic_blur import synthetic_blur_dataset_builder as sb
+  photos = study_testsets.test_photos()
+  assert [i for i, _ in photos] == sb.assign_splits(sorted(i for i, _ in sb.packaged_photo_paths()), 0.25)["test"]
+  kwargs = dict(variants=2, max_side=40, kernel_size=9, noise_sigma=0.01, photos=photos)
+  a = study_testsets.synthetic_sets(("gaussian", "linear"), **kwargs)
+  b = study_testsets.synthetic_sets(("gaussian", "linear"), **kwargs)
+  assert [s.fingerprint for s in a] == [s.fingerprint for s in b]
+  assert a[0].fingerprint != a[1].fingerprint
+  assert len(a[0]) == 2 * len(photos) and a[0].image_ids == a[1].image_ids
+  for ts in a:
+    assert all(k.shape == (9, 9) and abs(float(k.sum()) - 1) < 1e-5 for k in ts.kernels)
+    assert all(x.shape == (40, 40, 3) and x.dtype == np.uint8 for x in ts.blurry)
+  # The families see the same crops, blurred differently.
+  assert all(np.array_equal(x, y) for x, y in zip(a[0].sharp, a[1].sharp))
+  assert not np.array_equal(a[0].blurry[0], a[1].blurry[0])
+  with pytest.raises(ValueError, match="test blur families"):
+    study_testsets.synthetic_sets(("mixed",), **kwargs)
+
+
+def test_study_config_errors_come_before_any_work(tmp_path):
+  from bdirnet_jax import study
+  from configs.studies import smoke
+  cfg = smoke.get_config()
+  cfg.overrides.dataset.crop_sise = 32
+  with pytest.raises(ValueError, match="crop_sise"):
+    study.run(cfg, str(tmp_path))
+  cfg = smoke.get_config()
+  cfg.test_blurs = ("gaussian", "motion")
+  with pytest.raises(ValueError, match="motion"):
+    study.run(cfg, str(tmp_path))
+  assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("name", ["smoke", "cpu", "gpu", "full"])
+def test_shipped_study_configs_resolve_and_validate(name, tmp_path):
+  import importlib
+  from bdirnet_jax import config_validation
+  from bdirnet_jax import study
+  cfg = importlib.import_module(f"configs.studies.{name}").get_config()
+  study.validate_study(cfg)
+  assert cfg.expected_wall_time
+  for config_name in cfg.configs:
+    for tb in cfg.train_blurs:
+      config = study.training_config(cfg, config_name, tb, cfg.seeds[-1], str(tmp_path))
+      config_validation.validate(config)
+      assert config.dataset.on_the_fly_blur and config.dataset.blur_family == tb
+      assert config.num_train_steps == cfg.num_train_steps and config.seed == cfg.seeds[-1]
+  if name == "cpu":
+    assert len(cfg.seeds) >= 3 and "mixed" in cfg.train_blurs and len(cfg.train_blurs) >= 2
+    assert set(cfg.configs) == {"bdirnet", "no_latent", "no_said", "no_sair", "unet_baseline"}
+    assert set(cfg.test_blurs) == set(blur.FAMILIES)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The smoke study, end to end
+
+def _cli_env():
+  env = dict(os.environ)
+  # The CLI as a user runs it: one CPU device (tests otherwise see 4 fake ones).
+  env["XLA_FLAGS"] = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", "")).strip()
+  return env
+
+
+def _run_cli(out: Path) -> tuple[float, str]:
+  t0 = time.time()
+  proc = subprocess.run([sys.executable, "-m", "bdirnet_jax.study", f"--study={SMOKE}", f"--output={out}"],
+                        cwd=ROOT, env=_cli_env(), capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return time.time() - t0, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory):
+  pytest.importorskip("tensorflow", reason="building synthetic_blur needs tensorflow (CI installs it)")
+  out = tmp_path_factory.mktemp("study") / "smoke"
+  seconds, log = _run_cli(out)
+  print(f"smoke study: {seconds:.1f}s")
+  return out, log
+
+
+def _table(text: str, heading: str) -> dict[tuple[str, str], dict[str, str]]:
+  """{(config, train blur): {column: cell}} of the table under `heading`."""
+  lines = text[text.index(heading):].splitlines()
+  start = next(i for i, line in enumerate(lines) if line.startswith("| config | train blur |"))
+  header = [c.strip() for c in lines[start].strip("|").split("|")]
+  out = {}
+  for line in lines[start + 2:]:
+    if not line.startswith("|"):
+      break
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    out[(cells[0], cells[1])] = dict(zip(header, cells))
+  return out
+
+
+@pytest.mark.slow
+def test_smoke_study_report(smoke_study):
+  out, log = smoke_study
+  rows = study_report.read_csv(out / "report.csv")
+  sets = ("gaussian", "linear")
+  runs = {(r["config"], r["train_blur"], r["seed"]) for r in rows if r["seed"] is not None}
+  assert runs == {(c, "gaussian", s) for c in ("bdirnet", "unet_baseline") for s in (0, 1)}
+  images = {r["image_id"] for r in rows}
+  assert len(images) == 4  # 2 test photos x 2 variants
+  assert len(rows) == len(runs) * len(sets) * len(images) + len(classical.BASELINES) * len(sets) * len(images)
+  assert {r["config"] for r in rows} == {"bdirnet", "unet_baseline", *classical.BASELINES}
+  assert all(r["step"] == 6 for r in rows if r["seed"] is not None)
+  assert log.count("study: training") == 4 and "resuming" not in log
+
+  text = (out / "report.md").read_text()
+  for heading, metric, digits in (("## PSNR", "psnr", 3), ("## SSIM", "ssim", 4)):
+    table = _table(text, heading)
+    for (config, tb), cells in table.items():
+      for label in sets:
+        sel = [r[metric] for r in rows if r["config"] == config and r["test_set"] == label
+               and (r["train_blur"] or "–") == tb]
+        shown = float(cells[label].split("±")[0])
+        assert shown == pytest.approx(np.mean(sel), abs=0.6 * 10**-digits), (config, label, metric)
+      if config in classical.BASELINES:
+        continue
+      ind = [r[metric] for r in rows if r["config"] == config and r["test_set"] == "gaussian"]
+      ood = [r[metric] for r in rows if r["config"] == config and r["test_set"] == "linear"]
+      assert float(cells["in-dist"].split("±")[0]) == pytest.approx(np.mean(ind), abs=0.6 * 10**-digits)
+      assert float(cells["out-of-dist"].split("±")[0]) == pytest.approx(np.mean(ood), abs=0.6 * 10**-digits)
+
+  comparisons = re.findall(r"^\| (\S+) \| (\S+) \| gaussian \| (\S+) \| (PSNR|SSIM) \| ([-+][\d.]+) \| "
+                           r"\[([-+][\d.]+), ([-+][\d.]+)\] \| 2 x 4 \| ([a-z ]+) \|$", text, re.M)
+  assert len(comparisons) == 4  # bdirnet vs unet_baseline x {in, out of distribution} x {PSNR, SSIM}
+  for variant, reference, scope, metric, mean, lo, hi, verdict in comparisons:
+    assert (variant, reference) == ("bdirnet", "unet_baseline")
+    assert float(lo) <= float(mean) <= float(hi)
+    assert verdict == study_report.verdict(float(lo), float(hi))
+    # The paired mean difference is the difference of the two configs' means over the same rows.
+    test_set = "gaussian" if scope == "in-distribution" else "linear"
+    by = {c: np.mean([r[metric.lower()] for r in rows if r["config"] == c and r["test_set"] == test_set])
+          for c in (variant, reference)}
+    assert float(mean) == pytest.approx(by[variant] - by[reference], abs=0.6 * 10**-(3 if metric == "PSNR" else 4))
+  assert text.count("not distinguishable at this budget") + text.count(" is better (") + text.count(
+      " is worse (") >= 4
+  assert "| bdirnet | gaussian | 0 | 6 |" in text  # the per-run "learned?" table
+  assert (out / "report_psnr.png").stat().st_size > 5000
+
+
+@pytest.mark.slow
+def test_second_invocation_trains_and_scores_nothing(smoke_study, monkeypatch):
+  from bdirnet_jax import inference
+  from bdirnet_jax import study
+  from bdirnet_jax import train
+  from configs.studies import smoke
+  out, _ = smoke_study
+  checkpoints = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/checkpoints/**/*") if p.is_file()}
+  assert {p.relative_to(out / "runs").parts[0] for p in checkpoints} == {
+      f"{c}-gaussian-seed{s}" for c in ("bdirnet", "unet_baseline") for s in (0, 1)}
+  before = {name: (out / name).read_bytes() for name in ("report.md", "report.csv")}
+
+  def refuse(*args, **kwargs):
+    raise AssertionError("a finished study must not train or restore anything")
+
+  monkeypatch.setattr(train, "train_and_evaluate", refuse)
+  monkeypatch.setattr(inference, "load", refuse)
+  monkeypatch.setattr(classical, "restore", refuse)
+  study.run(smoke.get_config(), str(out))
+  assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints
+  assert {name: (out / name).read_bytes() for name in before} == before
+
+
+@pytest.mark.slow
+def test_unfinished_run_resumes_from_its_checkpoint(smoke_study):
+  import shutil
+  out, _ = smoke_study
+  run = out / "runs" / "unet_baseline-gaussian-seed1"
+  shutil.rmtree(run / "checkpoints" / "6")  # as if killed between the checkpoints at steps 3 and 6
+  report = (out / "report.md").read_bytes()
+  _, log = _run_cli(out)
+  assert log.count("study: training") == 1
+  assert "study: training unet_baseline-gaussian-seed1 (resuming from step 3)" in log
+  assert (run / "checkpoints" / "6").is_dir()
+  assert (out / "report.md").read_bytes() == report
