@@ -121,6 +121,25 @@ def test_synthetic_sets_are_fixed_held_out_and_keep_their_kernels():
     study_testsets.synthetic_sets(("mixed",), **kwargs)
 
 
+def test_real_sets_are_centre_cropped_capped_and_get_only_the_input_baseline(monkeypatch, tmp_path):
+  import ml_collections
+  from bdirnet_jax import input_pipeline
+  from bdirnet_jax import robustness
+  from bdirnet_jax import study
+  photo = skimage.data.chelsea()[:50, :70]
+  examples = [dict(blurry=photo, sharp=photo, image_id=f"img{i}") for i in range(3)]
+  ds = ml_collections.ConfigDict(dict(name="gopro", config="blur", label="gopro-blur"))
+  monkeypatch.setattr(robustness, "test_sets", lambda data_dir, families, real: ([ds], ["hide"]))
+  monkeypatch.setattr(input_pipeline, "create_eval_iterator", lambda cfg, **kw: iter(examples))
+  sets, skipped = study_testsets.real_sets("D", max_side=32, max_images=2)
+  assert skipped == ["hide"] and [s.label for s in sets] == ["gopro-blur"]
+  (ts,) = sets
+  assert ts.image_ids == ["img0", "img1"] and ts.kernels is None
+  np.testing.assert_array_equal(ts.sharp[0], photo[9:41, 19:51])
+  scores = study.baseline_scores(sets, tmp_path)[f"gopro-blur:{ts.fingerprint}"]
+  assert list(scores) == ["input"] and scores["input"][0][0] == float("inf")  # blurry == sharp here
+
+
 def test_study_config_errors_come_before_any_work(tmp_path):
   from bdirnet_jax import study
   from configs.studies import smoke
