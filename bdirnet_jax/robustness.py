@@ -5,8 +5,10 @@
 
 Evaluates every checkpoint on the test split of every synthetic blur family (built on first use from the photos
 shipped with scikit-image/scikit-learn) and of every real dataset prepared in `--data_dir` (GoPro, HIDE, RealBlur,
-Köhler, Lai; the ones not prepared are listed as skipped). Writes robustness.md and robustness.csv (one row per
-checkpoint x test set) and robustness_psnr.png (PSNR by test set, one bar per checkpoint). Each checkpoint's
+Köhler, Lai; the ones not prepared are listed as skipped), each under its own protocol (`evaluate.PROTOCOLS`:
+Köhler with the official best-frame search). Writes robustness.md and robustness.csv (one row per checkpoint x
+test set, the blurred input's scores beside the output's) and robustness_psnr.png (PSNR by test set, one bar per
+checkpoint). Each checkpoint's
 per-image scores also land in its own DIR/eval/ through `evaluate.evaluate`.
 """
 import csv
@@ -20,6 +22,7 @@ from absl import logging
 from etils import epath
 
 from bdirnet_jax import blur
+from bdirnet_jax import data_config
 from bdirnet_jax import evaluate
 from bdirnet_jax import inference
 
@@ -27,13 +30,13 @@ SYNTHETIC = "synthetic_blur"
 # Real benchmarks with ground truth, as (name, builder config); Lai's "real" set has none, so it cannot be scored.
 REAL_DATASETS = (("gopro", "blur"), ("hide", None), ("realblur", "j"), ("realblur", "r"), ("kohler", None),
                  ("lai", "synthetic_uniform"), ("lai", "synthetic_nonuniform"))
-CSV_FIELDS = ("checkpoint", "trained_on", "step", "test_set", "split", "protocol", "num_images", "psnr", "ssim")
+CSV_FIELDS = ("checkpoint", "trained_on", "step", "test_set", "split", "protocol", "num_images", "psnr", "ssim",
+              "input_psnr", "input_ssim")
 
 
 def _test_set(name, config, data_dir, auto_prepare):
-  from configs import default  # pylint: disable=g-import-not-at-top
   label = name if config is None else f"{name}-{config}"
-  return default.dataset_config(name, config, "test", crop_size=0, data_dir=data_dir, label=label,
+  return data_config.dataset_config(name, config, "test", crop_size=0, data_dir=data_dir, label=label,
                                 auto_prepare=auto_prepare)
 
 
@@ -79,7 +82,7 @@ def run(workdirs: Sequence[str], output_dir: str, *, data_dir: str | None = None
       s = results[f"{ds_cfg.label}_test"]
       rows.append(dict(checkpoint=str(workdir), trained_on=_trained_on(restored.config), step=restored.step,
                        test_set=ds_cfg.label, split="test", protocol=s["protocol"], num_images=s["num_images"],
-                       psnr=s["psnr"], ssim=s["ssim"]))
+                       psnr=s["psnr"], ssim=s["ssim"], input_psnr=s["input_psnr"], input_ssim=s["input_ssim"]))
   out = epath.Path(output_dir)
   out.mkdir(parents=True, exist_ok=True)
   buffer = io.StringIO()
@@ -96,10 +99,15 @@ def run(workdirs: Sequence[str], output_dir: str, *, data_dir: str | None = None
 def _markdown(rows, labels, skipped, max_images) -> str:
   checkpoints = list(dict.fromkeys((r["checkpoint"], r["trained_on"], r["step"]) for r in rows))
   cell = {(r["checkpoint"], r["test_set"]): r for r in rows}
-  fmt = lambda r: "n/a" if r["psnr"] is None else f"{r['psnr']:.2f} / {r['ssim']:.3f}"
+  fmt = lambda r: ("n/a" if r["psnr"] is None else
+                   f"{r['psnr']:.2f} / {r['ssim']:.3f} (input {r['input_psnr']:.2f} / {r['input_ssim']:.3f})")
+  protocols = dict.fromkeys(r["protocol"] for r in rows)
   lines = ["# Robustness: train on X, test on Y", "",
-           "PSNR (dB) / SSIM on each test split, full resolution, outputs rounded to uint8 (`rgb_uint8_gauss11`; "
-           "RealBlur: `realblur_ecc`). Synthetic columns: `synthetic_blur` rebuilt with one kernel family each.", ""]
+           "PSNR (dB) / SSIM of the output on each test split at full resolution, and in brackets the blurred "
+           "input's under the same protocol. Synthetic columns: `synthetic_blur` rebuilt with one kernel family "
+           "each. Protocols:", ""]
+  lines += [f"- `{p}`: {evaluate.PROTOCOLS[p].definition}." for p in protocols if p in evaluate.PROTOCOLS]
+  lines += [""]
   if max_images:
     lines += [f"At most {max_images} images per test set (a quick look, not a benchmark number).", ""]
   lines += ["| checkpoint | trained on | step | " + " | ".join(labels) + " |",
