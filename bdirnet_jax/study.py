@@ -5,7 +5,8 @@ classical baselines, paired bootstrap intervals and a report.
 
 * Runs: `DIR/runs/<config>-<train_blur>-seed<k>`, ordinary workdirs trained by `train.train_and_evaluate` from
   `configs/<config>.py` (`bdirnet` = `configs/default.py`) with the study's `overrides`, `num_train_steps`,
-  `seed = k`, `dataset.on_the_fly_blur = True` and `dataset.blur_family = <train_blur>`. Training photos come from
+  `seed = k`, `dataset.on_the_fly_blur = True`, `dataset.blur_family = <train_blur>` and no `eval_datasets` (the
+  study scores the runs itself). Training photos come from
   `synthetic_blur` (built on first use in `--data_dir`, default `DIR/tfds`).
 * Resume: a run whose latest checkpoint step reaches `num_train_steps` is not touched again (not even restored for
   training); an unfinished one resumes from its checkpoints. Scores are cached per run in
@@ -79,6 +80,9 @@ def training_config(study: ml_collections.ConfigDict, config_name: str, train_bl
   config.dataset.on_the_fly_blur = True
   config.dataset.blur_family = train_blur
   config.dataset.data_dir = data_dir
+  # The study scores every run on its own fixed test sets; the config's periodic/final evaluation would only cost
+  # time (and build its datasets outside the study folder).
+  config.eval_datasets = []
   return config
 
 
@@ -96,6 +100,34 @@ def validate_study(study: ml_collections.ConfigDict) -> None:
   for field in ("configs", "seeds", "train_blurs", "test_blurs"):
     if len(set(study[field])) != len(study[field]):
       raise ValueError(f"study.{field} has duplicates: {list(study[field])}")
+
+
+class StudyInterrupted(RuntimeError):
+  """A run stopped before its last step (SIGTERM): rerun the same command to resume."""
+
+
+def _flatten(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def config_drift(workdir: epath.Path, config: ml_collections.ConfigDict) -> list[str]:
+  """Fields whose value in the run's saved config.json differs from the study's resolved config: a finished run
+  trained under another recipe is reused, so the report says so. Compared: fields present on both sides whose
+  study value is set (a None placeholder is resolved by training, e.g. optim.schedule_steps); dataset.data_dir is
+  ignored."""
+  path = workdir / "config.json"
+  if not path.exists():
+    return []
+  saved = _flatten(json.loads(path.read_text()))
+  now = _flatten(json.loads(config.to_json_best_effort(sort_keys=True)))
+  return sorted(k for k in set(saved) & set(now)
+                if now[k] is not None and saved[k] != now[k] and k != "dataset.data_dir")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -249,6 +281,7 @@ def run(study: ml_collections.ConfigDict, output: str, *, data_dir: str | None =
                ", ".join(f"{ts.label}: {len(ts)}" for ts in test_sets), time.time() - t0)
 
   rows = []
+  drifted = {}
   for r in runs:
     workdir = out / RUNS_DIR / run_name(*r)
     step = latest_step(workdir)
@@ -262,7 +295,15 @@ def run(study: ml_collections.ConfigDict, output: str, *, data_dir: str | None =
                    "from scratch" if step is None else f"resuming from step {step}")
       t1 = time.time()
       train.train_and_evaluate(configs[r], str(workdir))
+      if (latest_step(workdir) or 0) < study.num_train_steps:
+        raise StudyInterrupted(f"{workdir.name} stopped at step {latest_step(workdir)} of "
+                               f"{study.num_train_steps}; rerun the same command to resume the study")
       logging.info("study: trained %s in %.1fs", workdir.name, time.time() - t1)
+    drift = config_drift(workdir, configs[r])
+    if drift:
+      logging.warning("study: %s was trained with a different config (%s); its checkpoint is used as it is",
+                      workdir.name, ", ".join(drift))
+      drifted[run_name(*r)] = drift
     step, scores = run_scores(workdir, test_sets, test_cfg.get("eval_batch", 8))
     for ts in test_sets:
       for iid, (psnr, ssim) in zip(ts.image_ids, scores[_set_key(ts)]):
@@ -280,7 +321,8 @@ def run(study: ml_collections.ConfigDict, output: str, *, data_dir: str | None =
               train_blurs=list(study.train_blurs), num_train_steps=int(study.num_train_steps),
               kernel_size=kernel_size, noise_sigma=noise_sigma, max_side=int(test_cfg.max_side),
               variants=int(test_cfg.variants), overrides=study.get("overrides", ml_collections.ConfigDict()).to_dict(),
-              bootstrap_samples=int(study.bootstrap.samples), bootstrap_seed=int(study.bootstrap.seed))
+              bootstrap_samples=int(study.bootstrap.samples), bootstrap_seed=int(study.bootstrap.seed),
+              drifted=drifted)
   study_report.write(rows, out, study=meta, test_sets=test_sets, skipped=skipped,
                      min_gain_db=float(study.get("learned_min_gain_db", 0.5)),
                      samples=int(study.bootstrap.samples), seed=int(study.bootstrap.seed))
@@ -304,7 +346,11 @@ def main(argv):
     raise app.UsageError("--study=configs/studies/NAME.py and --output=DIR are required")
   t0 = time.time()
   setup_compilation_cache(epath.Path(FLAGS.output))
-  run(FLAGS.study, FLAGS.output, data_dir=FLAGS.data_dir)
+  try:
+    run(FLAGS.study, FLAGS.output, data_dir=FLAGS.data_dir)
+  except StudyInterrupted as e:
+    logging.warning("study: %s", e)
+    raise SystemExit(1) from None
   logging.info("study: done in %.1fs", time.time() - t0)
 
 

@@ -218,6 +218,10 @@ def markdown(rows, *, study: dict, test_sets: Sequence[study_testsets.TestSet], 
            "(`bdirnet_jax/study_testsets.py`). Baselines (`bdirnet_jax/classical.py`): `input` is the blurred "
            "image; `wiener_oracle`, `rl_oracle`, `unsupervised_wiener` deconvolve with the true kernel (an "
            "oracle no blind method has), so they exist only for synthetic sets.", ""]
+  if study.get("drifted"):
+    lines += ["**Warning**: these runs were trained under a config that differs from this study's (their "
+              "checkpoints are used as they are; use a new --output to retrain): "
+              + "; ".join(f"{run} ({', '.join(keys)})" for run, keys in sorted(study["drifted"].items())) + ".", ""]
   if skipped:
     lines += ["Real datasets not prepared in the data_dir, so not tested: " + ", ".join(skipped) + ".", ""]
 

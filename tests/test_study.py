@@ -140,6 +140,19 @@ def test_real_sets_are_centre_cropped_capped_and_get_only_the_input_baseline(mon
   assert list(scores) == ["input"] and scores["input"][0][0] == float("inf")  # blurry == sharp here
 
 
+def test_config_drift_of_a_finished_run_is_reported(tmp_path):
+  from bdirnet_jax import checkpoint
+  from bdirnet_jax import study
+  from configs.studies import smoke
+  cfg = smoke.get_config()
+  config = study.training_config(cfg, "bdirnet", "gaussian", 0, str(tmp_path / "tfds"))
+  checkpoint.save_config(str(tmp_path), config)
+  assert study.config_drift(tmp_path, study.training_config(cfg, "bdirnet", "gaussian", 0, "elsewhere")) == []
+  cfg.overrides.optim.learning_rate = 1e-3
+  assert study.config_drift(tmp_path, study.training_config(cfg, "bdirnet", "gaussian", 0, "x")) == [
+      "optim.learning_rate"]
+
+
 def test_study_config_errors_come_before_any_work(tmp_path):
   from bdirnet_jax import study
   from configs.studies import smoke
@@ -260,6 +273,7 @@ def test_smoke_study_report(smoke_study):
   assert text.count("not distinguishable at this budget") + text.count(" is better (") + text.count(
       " is worse (") >= 4
   assert "| bdirnet | gaussian | 0 | 6 |" in text  # the per-run "learned?" table
+  assert "Warning" not in text  # no run was trained under another config
   assert (out / "report_psnr.png").stat().st_size > 5000
 
 
