@@ -4,11 +4,14 @@ may run in several sittings).
   python -m bdirnet_jax.study --study=configs/studies/cpu.py --output=studies/cpu
 
 Design: the five configs x 3 seeds x trained on one single family and on `mixed` = 30 runs, each tested on all four
-synthetic families (8 images per family: 2 held-out photos x 4 kernels, 128x128 crops).
+synthetic families (16 images per family: 2 held-out photos x 8 kernels, 128x128 crops).
 
-Expected wall time (2 idle CPU cores): an ESTIMATE, not yet measured with the final recipe: ~5 min of compilation
-(one per config, shared by its seeds through DIR/jax_cache), ~1.5-3 min per 300-step run of BDIRNet-small on batch
-8 of 64x64 crops (30 runs: 45-90 min), ~1 min of scoring and baselines: about 1-1.5 hours.
+Expected wall time (2 idle CPU cores): about 1-1.5 hours, an ESTIMATE for the placeholder recipe. Measured
+2026-11-27 with `benchmarks/train_step.py --config=configs/default.py --preset=small --batch_size=8 --crop=64` on
+this 2-core CPU while other jobs kept the load near 6: 1.05 s per step, 83 s of compilation. Idle, expect ~0.4-0.5
+s per step: 24 two-view runs x 300 steps ~ 50 min, 6 `unet_baseline` runs (one view) ~ 6 min, 5 compilations
+(one per config, shared by its seeds through DIR/jax_cache) ~ 5 min, scoring and baselines ~ 2 min. On a loaded
+machine it stretches to 2-3 hours; it resumes, so it can run in sittings.
 
 The RECIPE block is a placeholder (based on configs/default.py) until the lead engineer finalises it; the rest is
 the study's design.
@@ -35,7 +38,7 @@ NUM_TRAIN_STEPS = 300  # RECIPE
 def get_config():
   study = ml_collections.ConfigDict()
   study.name = "cpu"
-  study.expected_wall_time = "2 idle CPU cores: ~1-1.5 h (estimate; see the module doc)"
+  study.expected_wall_time = "2 idle CPU cores: ~1-1.5 h (estimate from a measured step time; module doc)"
   study.configs = ("bdirnet", "no_latent", "no_said", "no_sair", "unet_baseline")
   study.seeds = (0, 1, 2)
   study.train_blurs = ("gaussian", "mixed")
@@ -44,7 +47,7 @@ def get_config():
   study.real_datasets = True       # every real dataset prepared in --data_dir is a test set too
   study.learned_min_gain_db = 0.5  # "learned?": in-distribution PSNR gain over the input
   study.test = ml_collections.ConfigDict(dict(
-      variants=4,                  # kernels (and crops) per held-out photo
+      variants=8,                  # kernels (and crops) per held-out photo
       max_side=128,                # square crops of at most this side
       kernel_size=placeholder(int),    # None: the runs' dataset.kernel_size
       noise_sigma=placeholder(float),  # None: the runs' dataset.noise_sigma

@@ -3,8 +3,8 @@
   python -m bdirnet_jax.study --study=configs/studies/gpu.py --output=studies/gpu
 
 Design as configs/studies/cpu.py (five configs x 3 seeds x {gaussian, mixed}, tested on all four families), with
-BDIRNet-small on batch 16 of 128x128 crops for 1500 steps, kernel size 31, and more test images (8 kernels per
-photo, 256x256 crops: 32 images per family).
+BDIRNet-small on batch 16 of 128x128 crops for 1500 steps, kernel size 31, and larger test images (8 kernels per
+photo, 256x256 crops: 16 images per family).
 
 Expected wall time on one H100/H200: an ESTIMATE, not measured: ~5 x 30 s of compilation (one per config, shared
 by seeds), ~15 s per run of training (about 10 ms per step; the host must sample the kernels in time, see
