@@ -253,6 +253,9 @@ def run(study: ml_collections.ConfigDict, output: str, *, data_dir: str | None =
   from bdirnet_jax import config_validation  # pylint: disable=g-import-not-at-top
   from bdirnet_jax import train  # pylint: disable=g-import-not-at-top
   validate_study(study)
+  if jax.process_count() > 1:
+    raise ValueError("the study runs in one process (its runs are independent: split them over processes by "
+                     "giving each its own --study.configs/--study.seeds and the same --output)")
   out = epath.Path(output)
   out.mkdir(parents=True, exist_ok=True)
   train_data_dir = data_dir or str(out / "tfds")
