@@ -57,6 +57,13 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if FLAGS.workdir is None:
     raise app.UsageError("--workdir is required")
+  config_file = FLAGS["config"].config_filename if FLAGS["config"].present else None
+  if config_file and not os.path.isfile(config_file.split(":")[0]):
+    sys.exit(f"error: --config={config_file}: no such config file")
+  # Every path becomes absolute once, here: orbax refuses relative checkpoint paths.
+  for name in ("workdir", "input", "output"):
+    if FLAGS[name].value is not None:
+      FLAGS[name].value = os.path.abspath(os.path.expanduser(FLAGS[name].value))
   config = FLAGS.config
   if config is None and FLAGS.mode == "train":
     raise app.UsageError("--mode=train needs --config=configs/NAME.py")

@@ -69,7 +69,8 @@ def create_manager(workdir: str, config: ml_collections.ConfigDict | None = None
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=config is not None,
                                          cleanup_tmp_directories=config is not None,
                                          enable_async_checkpointing=async_save)
-  return ocp.CheckpointManager(epath.Path(workdir) / CHECKPOINT_DIR, options=options,
+  # Absolute: orbax refuses relative paths (and only says so at the first save, from a background thread).
+  return ocp.CheckpointManager(epath.Path(os.path.abspath(str(workdir))) / CHECKPOINT_DIR, options=options,
                                item_handlers={"state": ocp.StandardCheckpointHandler(),
                                               "data": DataStateHandler()})
 
@@ -121,14 +122,16 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     os.replace(tmp, path)
 
 
+def has_checkpoints(workdir: str) -> bool:
+  ckpt_dir = epath.Path(workdir) / CHECKPOINT_DIR
+  return ckpt_dir.exists() and any(p.name.isdigit() for p in ckpt_dir.iterdir())
+
+
 def check_workdir_model(workdir: str, config: ml_collections.ConfigDict) -> None:
   """Refuses to reuse a workdir whose checkpoints belong to a different model (nothing is overwritten)."""
-  path = config_path(workdir)
-  ckpt_dir = epath.Path(workdir) / CHECKPOINT_DIR
-  if not path.exists() or not ckpt_dir.exists() or not any(p.name.isdigit() for p in ckpt_dir.iterdir()):
+  if not config_path(workdir).exists() or not has_checkpoints(workdir):
     return
   old = load_config(workdir)
-  fields = ("model", "compute_dtype")
   old_model = json.loads(ml_collections.ConfigDict(old.get("model", {})).to_json_best_effort(sort_keys=True))
   new_model = json.loads(config.model.to_json_best_effort(sort_keys=True))
   if old_model != new_model:
@@ -137,7 +140,6 @@ def check_workdir_model(workdir: str, config: ml_collections.ConfigDict) -> None
     raise config_validation.ConfigError(f"--workdir={workdir} holds checkpoints of a different model (config.model "
                                         f"differs: {diff}, as (saved, requested)); use a new --workdir. Nothing was "
                                         "overwritten.")
-  del fields
 
 
 def _replicated_target(manager: ocp.CheckpointManager, step: int):

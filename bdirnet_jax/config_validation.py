@@ -91,7 +91,7 @@ def _validate_model(config):
   _choice(config, "model.said", said_lib.SAID_MODES)
   if "embed_pool" in config.model:
     _choice(config, "model.embed_pool", ("project_then_mean", "mean"))
-  for key in ("said_skips", "said_learned_mix", "sair", "global_residual", "scan", "remat"):
+  for key in ("said_skips", "said_learned_mix", "sair", "global_residual", "identity_residual", "scan", "remat"):
     if key in config.model:
       _bool(config, f"model.{key}")
   return kwargs
@@ -105,6 +105,9 @@ def _validate_loss(config):
       _number(config, f"loss.{key}", low=0)
   _number(config, "loss.infonce_temperature", low=0, low_open=True)
   _number(config, "loss.charbonnier_eps", low=0, low_open=True)
+  for key in ("latent_normalize", "stats_scale_free"):
+    if key in config.loss:
+      _bool(config, f"loss.{key}")
   if losses.needs_sharp_view(config.loss) and config.loss.infonce_weight > 0:
     _check(config.batch_size >= 2, "config.batch_size must be >= 2 for the InfoNCE loss (other images of the "
            "batch are its negatives); set config.loss.infonce_weight=0 for batch size 1")
@@ -119,6 +122,10 @@ def _validate_optim(config):
   _number(config, "optim.b2", low=0, high=1, high_open=True)
   _number(config, "optim.grad_clip_norm", low=0, optional=True)
   _number(config, "optim.ema_decay", low=0, high=1, high_open=True)
+  if "schedule_steps" in config.optim:
+    _int(config, "optim.schedule_steps", minimum=1, optional=True)
+  if "ema_warmup" in config.optim:
+    _bool(config, "optim.ema_warmup")
 
 
 def _validate_dataset(config, downsample_factor):
@@ -152,8 +159,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for key in _POSITIVE_INTS:
     _int(config, key, minimum=1)
   _int(config, "keep_checkpoints", minimum=1, optional=True)
-  if "profile_steps" in config:
-    _int(config, "profile_steps", minimum=0)
+  for key in ("profile_steps", "eval_every_steps"):
+    if key in config:
+      _int(config, key, minimum=0)
   if "async_checkpointing" in config:
     _bool(config, "async_checkpointing")
   _choice(config, "compute_dtype", bdirnet_lib.DTYPES)

@@ -47,20 +47,39 @@ def reconstruction_loss(x, y, kind="charbonnier", eps=1e-3):
 
 
 def fft_loss(x, y):
-  """L1 between 2-D spectra (real and imaginary parts), MIMO-UNet's frequency loss."""
-  fx = jnp.fft.rfft2(x.astype(jnp.float32), axes=(1, 2))
-  fy = jnp.fft.rfft2(y.astype(jnp.float32), axes=(1, 2))
+  """L1 between 2-D spectra (real and imaginary parts), MIMO-UNet's frequency loss, orthonormally scaled.
+
+  With norm="ortho" a spectrum coefficient has the magnitude of a pixel (Parseval), so `fft_weight` is a fraction
+  comparable to the pixel loss. The unnormalised transform grows with sqrt(H*W) (about 6 against a pixel L1 of
+  0.04 on 128x128 crops) and drowned the reconstruction term.
+  """
+  fx = jnp.fft.rfft2(x.astype(jnp.float32), axes=(1, 2), norm="ortho")
+  fy = jnp.fft.rfft2(y.astype(jnp.float32), axes=(1, 2), norm="ortho")
   return jnp.mean(jnp.abs(fx.real - fy.real)) + jnp.mean(jnp.abs(fx.imag - fy.imag))
 
 
-def latent_consistency_loss(z_blurry, z_sharp, distance="l1"):
+def standardize(z, eps=1e-5):
+  """Per-image, per-channel spatial standardisation (float32): the latent with its scale and offset removed."""
+  z = z.astype(jnp.float32)
+  mean = jnp.mean(z, axis=(1, 2), keepdims=True)
+  var = jnp.mean(jnp.square(z - mean), axis=(1, 2), keepdims=True)
+  return (z - mean) * jax.lax.rsqrt(var + eps)
+
+
+def latent_consistency_loss(z_blurry, z_sharp, distance="l1", normalize=True):
   """Pulls the blurred view's latent onto the sharp view's; the sharp side is a stop-gradient target.
 
-  The stop-gradient makes the sharp latent a teacher (as in BYOL/SimSiam) so the two views cannot meet by both
-  collapsing: the sharp latent is shaped only by the identity reconstruction.
+  `normalize` compares standardised latents. On raw latents every distance falls in proportion to the latent's
+  scale, so the cheapest way to lower it is to shrink SAID's learned gamma (its gradient is positive for nearly
+  every channel); standardised latents make the term blind to scale, so only a change of structure lowers it.
+  The stop-gradient makes the sharp view the teacher; it does not by itself prevent collapse: what does is that
+  the restored image is decoded from this latent, so a latent without the scene's structure costs reconstruction.
   """
-  z_b = z_blurry.astype(jnp.float32)
-  z_s = jax.lax.stop_gradient(z_sharp.astype(jnp.float32))
+  if normalize:
+    z_b, z_s = standardize(z_blurry), standardize(z_sharp)
+  else:
+    z_b, z_s = z_blurry.astype(jnp.float32), z_sharp.astype(jnp.float32)
+  z_s = jax.lax.stop_gradient(z_s)
   if distance == "l1":
     return jnp.mean(jnp.abs(z_b - z_s))
   if distance == "l2":
@@ -91,16 +110,24 @@ def info_nce_loss(e_blurry, e_sharp, temperature=0.1, stop_grad_sharp=False):
   return 0.5 * (jnp.mean(ce(logits, labels)) + jnp.mean(ce(logits.T, labels)))
 
 
-def stats_matching_loss(stats_blurry, stats_sharp):
-  """L1 between per-channel (mean, std) of raw encoder features of the two views, sharp side stop-gradient.
+def stats_matching_loss(stats_blurry, stats_sharp, scale_free=True):
+  """Distance between per-channel (mean, std) of raw encoder features of the two views, sharp side stop-gradient.
 
   SAID removes these statistics from what leaves the encoder; this term asks the encoder itself to stop producing
   blur-dependent statistics, so distilling does not have to do all the work.
+
+  `scale_free` compares the mean offset in units of the sharp view's std and the log ratio of the stds. The raw
+  L1 (`scale_free=False`) is not a fixed point the encoder can reach: blur lowers the std of high-pass channels,
+  raising the blurred std means larger weights, which raise the sharp target's std too, and the gap grows with
+  the feature scale. That chase is what made the term and the gradient norm explode (docs/DESIGN.md).
   """
   terms = []
   for (mb, sb), (ms, ss) in zip(stats_blurry, stats_sharp):
     ms, ss = jax.lax.stop_gradient(ms), jax.lax.stop_gradient(ss)
-    terms.append(jnp.mean(jnp.abs(mb - ms)) + jnp.mean(jnp.abs(sb - ss)))
+    if scale_free:
+      terms.append(jnp.mean(jnp.abs((mb - ms) / ss)) + jnp.mean(jnp.abs(jnp.log(sb) - jnp.log(ss))))
+    else:
+      terms.append(jnp.mean(jnp.abs(mb - ms)) + jnp.mean(jnp.abs(sb - ss)))
   return sum(terms) / max(len(terms), 1)
 
 
@@ -125,14 +152,16 @@ def total_loss(outputs, sharp, loss_config):
       weights["identity_fft"] = loss_config.fft_weight * loss_config.identity_weight
   if loss_config.latent_weight > 0:
     terms["latent"] = latent_consistency_loss(outputs["latent_blurry"], outputs["latent_sharp"],
-                                              loss_config.latent_distance)
+                                              loss_config.latent_distance,
+                                              loss_config.get("latent_normalize", True))
     weights["latent"] = loss_config.latent_weight
   if loss_config.infonce_weight > 0:
     terms["infonce"] = info_nce_loss(outputs["embed_blurry"], outputs["embed_sharp"],
                                      loss_config.infonce_temperature, loss_config.infonce_stop_grad_sharp)
     weights["infonce"] = loss_config.infonce_weight
   if loss_config.stats_weight > 0:
-    terms["stats"] = stats_matching_loss(outputs["stats_blurry"], outputs["stats_sharp"])
+    terms["stats"] = stats_matching_loss(outputs["stats_blurry"], outputs["stats_sharp"],
+                                         loss_config.get("stats_scale_free", True))
     weights["stats"] = loss_config.stats_weight
   loss = sum(weights[k] * terms[k] for k in terms)
   return loss, terms

@@ -1,4 +1,6 @@
 """The training loop: owns the mesh, state, checkpoints, metric writers and the input iterator."""
+import copy
+import os
 import signal
 import threading
 import time
@@ -18,6 +20,7 @@ from bdirnet_jax import sharding as sharding_lib
 from bdirnet_jax import writers
 from bdirnet_jax.models import create_model
 from bdirnet_jax.train_state import TrainState, create_optimizer, create_train_state, learning_rate_schedule
+from bdirnet_jax.train_state import schedule_steps
 from bdirnet_jax.train_step import jit_train_step
 
 
@@ -86,8 +89,69 @@ def _batches_with_state(iterator, mesh, size: int) -> Iterator:
     yield batch, prefetcher.get_state() if stateful else None
 
 
+def prepare_workdir(workdir) -> str:
+  """The absolute workdir, created and checked writable now, so a path problem fails in seconds, not at the first
+  checkpoint an hour later (orbax refuses relative paths)."""
+  path = os.path.abspath(os.path.expanduser(str(workdir)))
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise config_validation.ConfigError(f"--workdir={workdir} is an existing file, not a directory")
+  try:
+    os.makedirs(path, exist_ok=True)
+    probe = os.path.join(path, f".write_probe_{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise config_validation.ConfigError(f"--workdir={workdir} is not a writable directory: {e}") from None
+  return path
+
+
+def fix_schedule_horizon(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
+  """A copy of `config` whose `optim.schedule_steps` is the horizon the run started with.
+
+  A new run fixes it to `num_train_steps` (unless set); a resumed run reads it from its config.json, so raising
+  `num_train_steps` later extends training at the schedule's final rate instead of re-shaping the whole schedule
+  (which made the rate jump, e.g. from 1e-6 back to 5e-4).
+  """
+  config = copy.deepcopy(config)
+  requested = config.optim.get("schedule_steps", None)
+  saved = None
+  if checkpoint.has_checkpoints(workdir) and checkpoint.config_path(workdir).exists():
+    old = checkpoint.load_config(workdir)
+    saved = old.optim.get("schedule_steps", None) or old.get("num_train_steps", None)
+  if saved is not None and requested is not None and int(requested) != int(saved):
+    raise config_validation.ConfigError(
+        f"config.optim.schedule_steps={requested} differs from the {saved} this run started with in {workdir}: "
+        "changing the horizon of a running schedule makes the learning rate jump; use a new --workdir")
+  with config.unlocked():
+    config.optim.schedule_steps = int(saved or requested or config.num_train_steps)
+  return config
+
+
+def flat_hparams(config: ml_collections.ConfigDict) -> dict:
+  """Every config field as {'optim.learning_rate': 0.002, ...}; tuples and None as strings."""
+  out = {}
+
+  def walk(prefix, node):
+    for key, value in node.items():
+      name = f"{prefix}{key}"
+      if isinstance(value, dict):
+        walk(name + ".", value)
+      elif isinstance(value, (list, tuple)) and value and all(isinstance(v, dict) for v in value):
+        for i, v in enumerate(value):
+          walk(f"{name}.{i}.", v)
+      elif isinstance(value, (bool, int, float, str)):
+        out[name] = value
+      else:
+        out[name] = str(value)
+
+  walk("", config.to_dict())
+  return out
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_iterator=None) -> TrainState:
-  """Trains to config.num_train_steps, resuming from the latest checkpoint in workdir/checkpoints.
+  """Trains to config.num_train_steps, resuming from the latest checkpoint in workdir/checkpoints, evaluating on
+  `config.eval_datasets` every `config.eval_every_steps` and once at the end.
 
   `train_iterator` (per-process numpy batches with get_state/set_state) replaces the configured input pipeline,
   for tests and custom data.
@@ -97,11 +161,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_it
     return _train(config, workdir, train_iterator, term)
 
 
+def _evaluate(config, model, state, mesh, workdir, writer, step, final):
+  """Scores the EMA (or raw) params on every eval dataset: scalars, an image strip, and at the end the JSON files
+  and report that --mode=evaluate writes."""
+  from bdirnet_jax import evaluate  # pylint: disable=g-import-not-at-top
+  use_ema = config.optim.get("ema_decay", 0) > 0
+  params = state.ema_params if use_ema else state.params
+  summaries = evaluate.evaluate_params(model, params, step, config, mesh, workdir if final else None,
+                                       params_kind="ema" if use_ema else "raw")
+  for label, summary in summaries.items():
+    if summary.get("psnr") is None:
+      continue
+    writer.write_scalars(step, {f"eval/{label}/{k}": summary[k]
+                                for k in ("psnr", "ssim", "input_psnr", "input_ssim")})
+    if summary.get("strip") is not None:
+      writer.write_images(step, {f"eval/{label}/strip": summary["strip"][None]})
+    logging.info("%s at step %d on %s: %s", "Final evaluation" if final else "Evaluation", step, label,
+                 evaluate.headline(summary))
+  return summaries
+
+
 def _train(config, workdir, train_iterator, term) -> TrainState:
   config_validation.validate(config)
-  workdir = str(workdir)
-  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  workdir = prepare_workdir(workdir)
   checkpoint.check_workdir_model(workdir, config)
+  config = fix_schedule_horizon(config, workdir)
 
   try:
     mesh = sharding_lib.create_mesh(config.mesh_shape)
@@ -111,6 +195,8 @@ def _train(config, workdir, train_iterator, term) -> TrainState:
   rng = jax.random.key(config.seed)
   init_rng, step_rng = jax.random.split(rng)
   model, tx, abstract_state, state_shardings, init = create_state(config, mesh, init_rng)
+  num_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(abstract_state.params))
+  logging.info("Model: %s preset, %d parameters (%.2f M)", config.model.get("preset"), num_params, num_params / 1e6)
 
   if train_iterator is None:
     from bdirnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
@@ -136,17 +222,20 @@ def _train(config, workdir, train_iterator, term) -> TrainState:
   step_rng = jax.jit(lambda key: key, out_shardings=sharding_lib.replicated(mesh))(step_rng)
   writer = writers.create_writer(workdir, jax.process_index())
   pa = writers.periodic_actions()
-  hooks = [pa.ReportProgress(num_train_steps=config.num_train_steps, writer=writer)]
+  hooks = [pa.ReportProgress(num_train_steps=config.num_train_steps, writer=writer,
+                             every_steps=config.log_every_steps, every_secs=None)]
   if jax.process_index() == 0 and config.get("profile_steps", 0) > 0:
     hooks.append(pa.Profile(num_profile_steps=config.profile_steps, first_profile=config.log_every_steps + 1,
                             logdir=workdir))
   if jax.process_index() == 0 and latest is None:
-    writer.write_hparams({k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))})
+    writer.write_hparams(flat_hparams(config))
 
   step = int(state.step)
   nonfinite_seen = int(state.nonfinite_steps)
   pending = []
   last_saved = latest
+  eval_every = config.get("eval_every_steps", 0) or 0
+  has_eval = bool(config.get("eval_datasets", None))
   t0 = time.time()
 
   def check_finite():
@@ -164,31 +253,45 @@ def _train(config, workdir, train_iterator, term) -> TrainState:
       logging.warning("Skipped %d step(s) with non-finite loss or gradients before step %d.", new, step)
 
   schedule = learning_rate_schedule(config)
+  logging.info("Learning-rate schedule over %d steps; training to step %d.", schedule_steps(config),
+               config.num_train_steps)
   while step < config.num_train_steps:
     batch, data_state = first_batch if first_batch is not None else next(batches)
     first_batch = None
     state, metrics = step_fn(state, batch, step_rng)
     step += 1
     pending.append(metrics)
-    for hook in hooks:
-      hook(step)
+    # Progress counts completed steps: wait for the previous step (the current one stays queued, so the device
+    # never idles), otherwise dispatch runs ahead and steps/s and the ETA swing between log intervals.
+    if len(pending) >= 2:
+      jax.block_until_ready(pending[-2]["loss"])
+      for hook in hooks:
+        hook(step - 1)
     if step % config.log_every_steps == 0 or step == config.num_train_steps:
       fetched = jax.device_get(pending)
       pending = []
+      for hook in hooks:
+        hook(step)
       summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
       summary["learning_rate"] = float(schedule(step - 1))
       writer.write_scalars(step, summary)
       check_finite()
+      manager.check_for_errors()
     if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps or term.requested:
       check_finite()
+      manager.check_for_errors()  # a failed asynchronous save stops the run here, with its error
       checkpoint.save(manager, step, state, data_state, force=True)
       last_saved = step
     if term.requested:
       logging.warning("Stopping at step %d after SIGTERM; rerun the same command to resume.", step)
       break
+    if has_eval and eval_every and step % eval_every == 0 and step < config.num_train_steps:
+      _evaluate(config, model, state, mesh, workdir, writer, step, final=False)
   manager.wait_until_finished()
+  manager.check_for_errors()
   manager.close()
-  writer.flush()
   logging.info("Trained to step %d in %.1fs", step, time.time() - t0)
+  if has_eval and step >= config.num_train_steps and not term.requested:
+    _evaluate(config, model, state, mesh, workdir, writer, step, final=True)
+  writer.flush()
   return state
-

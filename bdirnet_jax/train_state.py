@@ -18,13 +18,38 @@ class TrainState:
   nonfinite_steps: jax.Array  # count of steps skipped by the NaN/Inf guard
 
 
+def schedule_steps(config: ml_collections.ConfigDict) -> int:
+  """The schedule's horizon: `optim.schedule_steps`, fixed to `num_train_steps` when a run starts (train.py)."""
+  steps = config.optim.get("schedule_steps", None)
+  return int(config.num_train_steps if steps is None else steps)
+
+
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-  """Linear warm-up then cosine decay to `min_lr_ratio` of the peak over `num_train_steps`."""
+  """Linear warm-up then cosine decay to `min_lr_ratio` of the peak over the schedule's horizon.
+
+  Past the horizon the rate stays at its final value, so raising `num_train_steps` on resume continues training
+  at the minimum rate instead of jumping back up the cosine.
+  """
   o = config.optim
-  warmup = min(o.warmup_steps, max(config.num_train_steps - 1, 0))
+  horizon = schedule_steps(config)
+  warmup = min(o.warmup_steps, max(horizon - 1, 0))
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0 if warmup else o.learning_rate, peak_value=o.learning_rate, warmup_steps=warmup,
-      decay_steps=max(config.num_train_steps, warmup + 1), end_value=o.learning_rate * o.min_lr_ratio)
+      decay_steps=max(horizon, warmup + 1), end_value=o.learning_rate * o.min_lr_ratio)
+
+
+def ema_decay(config: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
+  """EMA decay at `step` (updates done so far): min(decay, (1 + t) / (10 + t)) with `optim.ema_warmup`.
+
+  Without the warm-up the EMA starts at the initial params: after 600 steps at 0.999, 55% of it is still the
+  untrained network. The warm-up (TensorFlow's ExponentialMovingAverage num_updates rule) averages over roughly
+  the last t/10 steps early on and reaches the configured decay after ~9/(1-decay) steps.
+  """
+  decay = jnp.asarray(config.optim.ema_decay, jnp.float32)
+  if config.optim.get("ema_warmup", True):
+    t = jnp.asarray(step, jnp.float32)
+    decay = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+  return decay
 
 
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:

@@ -8,7 +8,7 @@ import optax
 
 from bdirnet_jax import losses
 from bdirnet_jax import sharding as sharding_lib
-from bdirnet_jax.train_state import TrainState
+from bdirnet_jax.train_state import TrainState, ema_decay
 
 
 def to_float(images):
@@ -58,7 +58,7 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model, tx: opt
   (loss, (terms, restored)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
   new_params = optax.apply_updates(state.params, updates)
-  decay = config.optim.ema_decay
+  decay = ema_decay(config, state.step)
   new_ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, new_params)
 
   # NaN/Inf guard: a non-finite step leaves the state untouched and is counted; the loop stops or goes on

@@ -30,25 +30,54 @@ def test_psnr_loss_is_negative_psnr():
 def test_fft_loss_of_constant_offset_is_dc_only():
   x = jnp.zeros((1, 4, 4, 1))
   y = jnp.full((1, 4, 4, 1), 0.5)
-  # rfft2 of a constant 0.5 on 4x4: DC = 8, every other of the 4x3 bins 0 -> mean |real diff| = 8/12.
-  assert float(losses.fft_loss(x, y)) == pytest.approx(8.0 / 12.0, rel=1e-6)
+  # Orthonormal rfft2 of a constant 0.5 on 4x4: DC = 8 / sqrt(16) = 2, the other 4x3 bins 0 -> mean |real| 2/12.
+  assert float(losses.fft_loss(x, y)) == pytest.approx(2.0 / 12.0, rel=1e-6)
   assert float(losses.fft_loss(y, y)) == 0.0
+
+
+def test_fft_loss_is_on_the_pixel_scale_whatever_the_image_size():
+  """Orthonormal spectra: white noise gives about the same FFT loss at 16x16 and 128x128, comparable to L1."""
+  values = []
+  for size in (16, 128):
+    noise = jax.random.normal(jax.random.key(size), (2, size, size, 3)) * 0.1
+    values.append(float(losses.fft_loss(noise, jnp.zeros_like(noise))))
+    l1 = float(losses.l1_loss(noise, jnp.zeros_like(noise)))
+    assert 0.3 * l1 < values[-1] < 3 * l1
+  assert values[1] == pytest.approx(values[0], rel=0.2)
 
 
 def test_latent_consistency_distances_and_stop_gradient():
   zb = jnp.array([[1.0, 2.0], [0.0, 0.0]]).reshape(2, 1, 1, 2)
   zs = jnp.array([[1.0, 0.0], [0.0, 1.0]]).reshape(2, 1, 1, 2)
-  assert float(losses.latent_consistency_loss(zb, zs, "l1")) == pytest.approx(3.0 / 4)
-  assert float(losses.latent_consistency_loss(zb, zs, "l2")) == pytest.approx(5.0 / 4)
+  raw = lambda b, s, d: losses.latent_consistency_loss(b, s, d, normalize=False)
+  assert float(raw(zb, zs, "l1")) == pytest.approx(3.0 / 4)
+  assert float(raw(zb, zs, "l2")) == pytest.approx(5.0 / 4)
   cos_first = 1.0 / math.sqrt(5.0)
   expected = ((1 - cos_first) + (1 - 0.0)) / 2
-  assert float(losses.latent_consistency_loss(zb, zs, "cosine")) == pytest.approx(expected, rel=1e-5)
-  g_sharp = jax.grad(lambda s: losses.latent_consistency_loss(zb, s, "l2"))(zs)
-  assert float(jnp.abs(g_sharp).max()) == 0.0
-  g_blurry = jax.grad(lambda b: losses.latent_consistency_loss(b, zs, "l2"))(zb)
+  assert float(raw(zb, zs, "cosine")) == pytest.approx(expected, rel=1e-5)
+  for normalize in (False, True):
+    g_sharp = jax.grad(lambda s: losses.latent_consistency_loss(zb, s, "l2", normalize))(zs)
+    assert float(jnp.abs(g_sharp).max()) == 0.0
+  g_blurry = jax.grad(lambda b: raw(b, zs, "l2"))(zb)
   assert float(jnp.abs(g_blurry).max()) > 0.0
   with pytest.raises(ValueError, match="latent_distance"):
     losses.latent_consistency_loss(zb, zs, "kl")
+
+
+@pytest.mark.parametrize("distance", ["l1", "l2", "cosine"])
+def test_normalised_latent_consistency_cannot_be_lowered_by_scaling(distance):
+  """The shortcut of the raw term: shrinking both latents (SAID's gamma) lowers it without changing structure."""
+  k1, k2, k3 = jax.random.split(jax.random.key(1), 3)
+  zb = jax.random.normal(k1, (2, 4, 4, 8))
+  zs = zb + 0.5 * jax.random.normal(k2, (2, 4, 4, 8))
+  scale = jnp.exp(jax.random.normal(k3, (8,)))  # a per-channel gamma and an offset (beta)
+  base = float(losses.latent_consistency_loss(zb, zs, distance))
+  shrunk = float(losses.latent_consistency_loss(0.1 * scale * zb + 3.0, 0.1 * scale * zs + 3.0, distance))
+  assert shrunk == pytest.approx(base, rel=5e-3)  # up to the variance epsilon
+  assert base > 0.1
+  if distance != "cosine":  # the raw term falls with the scale, which is the shortcut
+    raw = float(losses.latent_consistency_loss(zb, zs, distance, normalize=False))
+    assert float(losses.latent_consistency_loss(0.1 * zb, 0.1 * zs, distance, normalize=False)) < 0.2 * raw
 
 
 def test_info_nce_values():
@@ -70,8 +99,24 @@ def test_info_nce_values():
 def test_stats_matching():
   stats_b = [(jnp.array([[1.0, 2.0]]), jnp.array([[1.0, 1.0]]))]
   stats_s = [(jnp.array([[0.0, 2.0]]), jnp.array([[2.0, 1.0]]))]
-  assert float(losses.stats_matching_loss(stats_b, stats_s)) == pytest.approx(0.5 + 0.5)
+  assert float(losses.stats_matching_loss(stats_b, stats_s, scale_free=False)) == pytest.approx(0.5 + 0.5)
+  # Scale-free: mean offsets in units of the sharp std (1/2, 0), log std ratios (log 2, 0).
+  expected = 0.25 + 0.5 * math.log(2.0)
+  assert float(losses.stats_matching_loss(stats_b, stats_s)) == pytest.approx(expected, rel=1e-6)
   assert float(losses.stats_matching_loss(stats_s, stats_s)) == 0.0
+
+
+def test_scale_free_stats_matching_cannot_be_lowered_by_scaling_features():
+  """Features scaled by a (the encoder's weights scaled) scale both views' means and stds by a."""
+  stats_b = [(jnp.array([[1.0, -2.0, 0.3]]), jnp.array([[0.5, 1.0, 0.2]]))]
+  stats_s = [(jnp.array([[0.0, 2.0, 0.1]]), jnp.array([[2.0, 1.5, 0.3]]))]
+  scaled = lambda st, a: [(m * a, s * a) for m, s in st]
+  base = float(losses.stats_matching_loss(stats_b, stats_s))
+  for a in (0.1, 0.5, 10.0):
+    assert float(losses.stats_matching_loss(scaled(stats_b, a), scaled(stats_s, a))) == pytest.approx(base, rel=1e-5)
+  raw = float(losses.stats_matching_loss(stats_b, stats_s, scale_free=False))
+  assert float(losses.stats_matching_loss(scaled(stats_b, 0.1), scaled(stats_s, 0.1), scale_free=False)) == (
+      pytest.approx(0.1 * raw, rel=1e-5))
 
 
 def _outputs(b=2):

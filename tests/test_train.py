@@ -3,8 +3,11 @@ import jax
 import numpy as np
 import pytest
 
+from bdirnet_jax import checkpoint
+from bdirnet_jax import config_validation
 from bdirnet_jax import sharding as sharding_lib
 from bdirnet_jax import train
+from bdirnet_jax.train_state import ema_decay, learning_rate_schedule
 from bdirnet_jax.train_step import jit_train_step
 from configs import tiny
 from tests.fakes import PairIterator
@@ -25,15 +28,64 @@ def _run_steps(config, devices, num_steps, seed=0, state=None, start=0):
   return jax.device_get(state), history
 
 
-def test_loss_falls_over_30_steps_of_tiny_config():
+def test_ema_warms_up_from_the_first_updates():
+  """EMA after 3 updates equals the warm-up recursion e_t = d_t e_{t-1} + (1 - d_t) p_t, d_t = min(d, (1+t)/(10+t))."""
   config = tiny.get_config()
-  config.optim.warmup_steps = 3
-  config.optim.learning_rate = 2e-3
-  _, history = _run_steps(config, jax.devices()[:1], 30)
-  losses = [h["loss"] for h in history]
-  assert all(np.isfinite(losses))
-  assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5]), losses
-  assert history[-1]["finite"] == 1.0
+  decays = [float(ema_decay(config, t)) for t in range(3)]
+  assert decays == pytest.approx([0.1, 2 / 11, 3 / 12])
+  config.optim.ema_warmup = False
+  assert float(ema_decay(config, 0)) == pytest.approx(config.optim.ema_decay)
+  config.optim.ema_warmup = True
+  mesh = sharding_lib.create_mesh((-1, 1), devices=jax.devices()[:1])
+  init_rng, step_rng = jax.random.split(jax.random.key(0))
+  model, tx, _, shardings, init = train.create_state(config, mesh, init_rng)
+  state = init(init_rng)
+  step = jit_train_step(model, tx, config, mesh, shardings)
+  data = PairIterator(config.batch_size, config.dataset.crop_size)
+  expected = jax.device_get(state.params)
+  for t in range(3):
+    state, _ = step(state, sharding_lib.global_batch(next(data), mesh), step_rng)
+    params = jax.device_get(state.params)
+    expected = jax.tree.map(lambda e, p, d=decays[t]: d * e + (1 - d) * p, expected, params)
+  for got, want in zip(jax.tree.leaves(jax.device_get(state.ema_params)), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+  # After 3 updates the EMA is mostly the trained params, not the initialisation (which it was at 0.999^3).
+  moved = [np.abs(p - i).sum() for p, i in zip(jax.tree.leaves(params), jax.tree.leaves(jax.device_get(
+      init(init_rng).params)))]
+  ema_moved = [np.abs(e - i).sum() for e, i in zip(jax.tree.leaves(jax.device_get(state.ema_params)),
+                                                    jax.tree.leaves(jax.device_get(init(init_rng).params)))]
+  assert sum(ema_moved) > 0.5 * sum(moved)
+
+
+def test_schedule_horizon_is_fixed_at_start_so_extending_does_not_jump():
+  config = tiny.get_config()
+  config.num_train_steps = 100
+  config.optim.warmup_steps = 10
+  config.optim.schedule_steps = 100
+  lr = learning_rate_schedule(config)
+  config.num_train_steps = 200  # raised on resume: the stored horizon still rules
+  extended = learning_rate_schedule(config)
+  end = config.optim.learning_rate * config.optim.min_lr_ratio
+  assert float(extended(99)) == pytest.approx(float(lr(99)))
+  assert float(extended(150)) == pytest.approx(end, rel=1e-4)
+  assert float(extended(100)) <= float(lr(98))  # never back up the cosine
+
+
+def test_resumed_run_keeps_its_horizon_and_refuses_another(tmp_path):
+  config = tiny.get_config()
+  config.num_train_steps = 2
+  config.checkpoint_every_steps = 2
+  config.log_every_steps = 1
+  train.train_and_evaluate(config, tmp_path, PairIterator(config.batch_size, config.dataset.crop_size))
+  assert config.optim.schedule_steps is None  # the caller's config is not modified
+  config.num_train_steps = 3
+  train.train_and_evaluate(config, tmp_path, PairIterator(config.batch_size, config.dataset.crop_size))
+  saved = checkpoint.load_config(tmp_path)
+  assert saved.optim.schedule_steps == 2 and saved.num_train_steps == 3
+  config.num_train_steps = 4
+  config.optim.schedule_steps = 4
+  with pytest.raises(config_validation.ConfigError, match="schedule_steps=4 differs from the 2"):
+    train.train_and_evaluate(config, tmp_path, PairIterator(config.batch_size, config.dataset.crop_size))
 
 
 def test_sharded_step_on_4_devices_matches_1_device():
@@ -59,6 +111,7 @@ def test_batch_is_sharded_on_data_axis():
 
 def test_resume_is_bit_identical_to_uninterrupted_run(tmp_path):
   config = tiny.get_config()
+  config.optim.schedule_steps = 6  # both runs on the same schedule; the interrupted one stops at step 3
   config.num_train_steps = 6
   config.checkpoint_every_steps = 3
   config.log_every_steps = 3

@@ -36,6 +36,7 @@ class BDIRNet(nn.Module):
   said_learned_mix: bool = False
   sair: bool = True
   global_residual: bool = True
+  identity_residual: bool = False
   proj_dim: int = 64
   embed_pool: str = "project_then_mean"
   scan: bool = False
@@ -79,27 +80,46 @@ class BDIRNet(nn.Module):
     return self.rec(d.latent, d.skips, blurry)
 
   def __call__(self, blurry, sharp=None, reconstruct_sharp: bool = True):
-    """Returns restored images, and with `sharp` the identity reconstruction and both views' latents."""
+    """Returns restored images, and with `sharp` the identity reconstruction and both views' latents.
+
+    The two views are interleaved on the batch axis ([b0, s0, b1, s1, ...]), not concatenated: with the batch
+    sharded over devices, each device then holds both views of its own images, so pairing them back up is a
+    local reshape and the compiled step needs no collective-permute or all-to-all.
+    """
     if sharp is None:
       d = self.distill(blurry)
       return {"restored": self.rec(d.latent, d.skips, blurry), "latent_blurry": d.latent,
               "stats_blurry": d.stats, "embed_blurry": self.embed(d.latent)}
-    b = blurry.shape[0]
-    both = jnp.concatenate([blurry, sharp.astype(blurry.dtype)], axis=0)
+    both = interleave(blurry, sharp.astype(blurry.dtype))
     d = self.distill(both)
-    half = lambda t, i: jax.tree.map(lambda a: a[:b] if i == 0 else a[b:], t)
-    out = {
-        "latent_blurry": half(d.latent, 0), "latent_sharp": half(d.latent, 1),
-        "stats_blurry": half(d.stats, 0), "stats_sharp": half(d.stats, 1),
-    }
-    emb = self.embed(d.latent)
-    out["embed_blurry"], out["embed_sharp"] = emb[:b], emb[b:]
+    (lb, ls), (sb, ss) = split_views(d.latent), split_views(d.stats)
+    out = {"latent_blurry": lb, "latent_sharp": ls, "stats_blurry": sb, "stats_sharp": ss}
+    out["embed_blurry"], out["embed_sharp"] = deinterleave(self.embed(d.latent))
     if reconstruct_sharp:
-      rec = self.rec(d.latent, d.skips, both)
-      out["restored"], out["identity"] = rec[:b], rec[b:]
+      # The identity view is decoded from the sharp latent with no residual unless `identity_residual`: it is then
+      # the sharp autoencoder of Nimisha et al., which must carry the image through DistillNet's features, not
+      # the "return the input unchanged" map a residual decoder meets at initialisation.
+      base = both if self.identity_residual else interleave(blurry, jnp.zeros_like(blurry))
+      out["restored"], out["identity"] = deinterleave(self.rec(d.latent, d.skips, base))
     else:
-      out["restored"] = self.rec(half(d.latent, 0), half(d.skips, 0), blurry)
+      out["restored"] = self.rec(lb, split_views(d.skips)[0], blurry)
     return out
+
+
+def interleave(a, b):
+  """[B, ...] x 2 -> [2B, ...] as a0, b0, a1, b1, ...: keeps both views of an image in the same batch shard."""
+  return jnp.stack([a, b], axis=1).reshape((2 * a.shape[0],) + a.shape[1:])
+
+
+def deinterleave(x):
+  """Inverse of `interleave`: ([B, ...], [B, ...])."""
+  x = x.reshape((x.shape[0] // 2, 2) + x.shape[1:])
+  return x[:, 0], x[:, 1]
+
+
+def split_views(tree):
+  """`deinterleave` over every leaf of a pytree: (tree of first views, tree of second views)."""
+  return jax.tree.map(lambda a: deinterleave(a)[0], tree), jax.tree.map(lambda a: deinterleave(a)[1], tree)
 
 
 _FIELDS = {f.name for f in dataclasses.fields(BDIRNet)} - {"parent", "name", "dtype"}

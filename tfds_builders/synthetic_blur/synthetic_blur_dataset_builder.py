@@ -70,8 +70,17 @@ class SyntheticBlurConfig(tfds.core.BuilderConfig):
   gaussian_sigma: float | None = 0.01
 
 
-def _family_config(family: str | None, name: str, desc: str) -> SyntheticBlurConfig:
-  return SyntheticBlurConfig(name=name, family=family, description=desc)
+def _family_config(family: str | None, name: str, desc: str, **kwargs) -> SyntheticBlurConfig:
+  return SyntheticBlurConfig(name=name, family=family, description=desc, **kwargs)
+
+
+_FAMILY_DESCRIPTIONS = (
+    ("trajectory", "Random camera-shake trajectories (Boracchi & Foi 2012)."),
+    ("linear", "Linear motion blur (length, angle)."),
+    ("gaussian", "Gaussian blur."),
+    ("defocus", "Defocus (disk) blur."),
+    (None, "One family drawn per sample from bdirnet_jax.blur.FAMILIES."),
+)
 
 
 def packaged_photo_paths() -> list[tuple[str, epath.Path]]:
@@ -122,12 +131,14 @@ class Builder(_common.ManualDirBuilder):
       "TFDS).\n" + _LAYOUT
   )
   EXPECTED_LAYOUT = _LAYOUT
+  # 31x31 kernels (the GoPro-like scale), and 15x15 kernels with 8 test variants per photo: the scale a small
+  # model learns within minutes on a CPU (the embedded default, configs/default.py).
   BUILDER_CONFIGS = [
-      _family_config("trajectory", "trajectory", "Random camera-shake trajectories (Boracchi & Foi 2012)."),
-      _family_config("linear", "linear", "Linear motion blur (length, angle)."),
-      _family_config("gaussian", "gaussian", "Gaussian blur."),
-      _family_config("defocus", "defocus", "Defocus (disk) blur."),
-      _family_config(None, "mixed", "One family drawn per sample from bdirnet_jax.blur.FAMILIES."),
+      _family_config(family, family or "mixed", desc) for family, desc in _FAMILY_DESCRIPTIONS
+  ] + [
+      _family_config(family, f"{family or 'mixed'}_k15", desc + " 15x15 kernels.", kernel_size=15,
+                     test_variants=8)
+      for family, desc in _FAMILY_DESCRIPTIONS
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "mixed"
 
