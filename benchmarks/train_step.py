@@ -1,7 +1,12 @@
 """Train-step benchmark: compile time, median step time, images/s, model FLOPs, TFLOP/s and peak memory.
 
 python benchmarks/train_step.py --config=configs/tiny.py [--steps=20] [--dtype=bfloat16] [--device-count=4]
-Prints one JSON line and a one-row table. Step time is the median over `steps` steps after one warm-up, each
+python benchmarks/train_step.py --config=configs/tiny.py --device-count=4 --collectives
+Prints one JSON line and a one-row table. `compile_s` is the time of `.lower(...).compile()` alone, measured before
+the first step runs, so it is separate from `step_ms` (and includes no persistent-cache hit unless
+JAX_COMPILATION_CACHE_DIR is set). `--compile-only` stops after compiling (a CPU proxy for compile time).
+`--collectives` compiles the step and prints only `{"collectives": {...}}`: how many all-reduce, all-gather,
+collective-permute, all-to-all and reduce-scatter instructions the compiled (optimised) HLO holds. Step time is the median over `steps` steps after one warm-up, each
 synchronised with block_until_ready.
 
 Model FLOPs come from XLA's cost analysis of the *unrolled* (scan=False) step, lowered but not compiled: a scanned
@@ -24,6 +29,11 @@ def main(argv=None):
   p.add_argument("--batch_size", type=int, default=None)
   p.add_argument("--crop", type=int, default=None)
   p.add_argument("--device_count", "--device-count", type=int, default=None, help="fake CPU devices")
+  p.add_argument("--collectives", action="store_true", help="print the compiled step's collective counts only")
+  p.add_argument("--hlo_out", "--hlo-out", default=None, help="also write the compiled HLO text to this file")
+  p.add_argument("--compile_only", "--compile-only", action="store_true", help="compile, report compile_s, stop")
+  p.add_argument("--scan", default=None, choices=("true", "false"), help="override config.model.scan")
+  p.add_argument("--remat", default=None, choices=("true", "false"), help="override config.model.remat")
   args = p.parse_args(argv)
   if args.device_count:
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.device_count}"
@@ -47,6 +57,10 @@ def main(argv=None):
     config.batch_size = args.batch_size
   if args.crop:
     config.dataset.crop_size = args.crop
+  if args.scan:
+    config.model.scan = args.scan == "true"
+  if args.remat:
+    config.model.remat = args.remat == "true"
   mesh = sharding_lib.create_mesh(config.mesh_shape)
   init_rng, step_rng = jax.random.split(jax.random.key(0))
   model, tx, _, shardings, init = train.create_state(config, mesh, init_rng)
@@ -59,6 +73,19 @@ def main(argv=None):
   t = time.perf_counter()
   compiled = step.lower(state, batch, step_rng).compile()
   compile_s = time.perf_counter() - t
+  if args.hlo_out:
+    with open(args.hlo_out, "w") as f:
+      f.write(compiled.as_text())
+  if args.collectives:
+    out = {"collectives": count_collectives(compiled.as_text())}
+    print(json.dumps(out))
+    return out
+  if args.compile_only:
+    out = dict(config=args.config, preset=config.model.preset, dtype=config.compute_dtype, batch=b, crop=c,
+               scan=bool(config.model.scan), remat=bool(config.model.remat), devices=jax.device_count(),
+               platform=jax.devices()[0].platform, compile_s=round(compile_s, 2))
+    print(json.dumps(out))
+    return out
   compiled_flops = _flops(compiled.cost_analysis())
   flops = model_flops(config, mesh, state, batch, step_rng) if config.model.scan else None
   if flops is None:
@@ -81,6 +108,22 @@ def main(argv=None):
   print(json.dumps(out))
   print_table([out])
   return out
+
+
+COLLECTIVES = ("all-reduce", "all-gather", "collective-permute", "all-to-all", "reduce-scatter")
+
+
+def count_collectives(hlo_text: str) -> dict[str, int]:
+  """Collective instructions in an HLO module's text, by opcode; an async pair (`-start`/`-done`) counts once.
+
+  Matches the opcode where it is applied (`= f32[..] all-reduce(`, `all-reduce-start(`), not instruction names
+  (`%all-reduce.3 = ...`) or `-done` halves.
+  """
+  import re  # pylint: disable=g-import-not-at-top
+  counts = {}
+  for op in COLLECTIVES:
+    counts[op] = len(re.findall(rf"\s{re.escape(op)}(?:-start)?\(", hlo_text))
+  return counts
 
 
 def _flops(cost):
