@@ -58,11 +58,17 @@ def crop(images, hw: tuple[int, int]):
 
 
 def deblur_fn(model: BDIRNet) -> Callable[[Any, jax.Array], jax.Array]:
-  """(params, uint8 or [0,1] float NHWC with H, W multiples of the downsample factor) -> float32 [0,1]."""
+  """(params, uint8 or [0,1] float NHWC with H, W multiples of the downsample factor) -> float32 [0,1].
+
+  The model gets the float32 input whatever its compute dtype: DistillNet casts it for its convolutions and
+  RecNet's global residual adds it back in float32, as in training. Casting it to bfloat16 here would quantise the
+  output itself (bf16 has 8 significant bits: up to 0.5 uint8 levels near white, and a 16-bit input's precision
+  lost), not just the predicted correction.
+  """
 
   def fn(params, images):
     x = images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images.astype(jnp.float32)
-    out = model.apply({"params": params}, x.astype(model.dtype), method=model.deblur)
+    out = model.apply({"params": params}, x, method=model.deblur)
     return jnp.clip(out.astype(jnp.float32), 0.0, 1.0)
 
   return fn

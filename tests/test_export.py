@@ -59,3 +59,42 @@ def test_load_exported_rejects_bad_files_and_shapes(tmp_path):
   (tmp_path / "ok.jax").write_bytes(export.export_fn(model, params).serialize())
   with pytest.raises(ValueError, match=r"expects float32 \[batch, height, width, 3\]"):
     export.load_exported(tmp_path / "ok.jax")(jnp.zeros((8, 8, 3)))
+
+
+def _smooth_images(n, h, w, seed):
+  """Photo-like inputs (smooth gradients and blobs, full 0..1 range, not uint8-quantised)."""
+  rng = np.random.default_rng(seed)
+  yy, xx = np.meshgrid(np.linspace(0, 1, h), np.linspace(0, 1, w), indexing="ij")
+  out = []
+  for _ in range(n):
+    f = rng.uniform(1, 4, (3, 2))
+    ph = rng.uniform(0, 2 * np.pi, (3,))
+    out.append(np.stack([0.5 + 0.5 * np.sin(2 * np.pi * (f[c, 0] * yy + f[c, 1] * xx) + ph[c]) for c in range(3)],
+                        axis=-1))
+  return np.clip(np.stack(out) + rng.normal(0, 0.02, (n, h, w, 3)), 0, 1).astype(np.float32)
+
+
+def test_bf16_deblur_adds_the_float32_input():
+  """A fresh network (zero-initialised ending conv) returns its input: in bf16 too, to the float32 bit."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from bdirnet_jax.models import create_model  # pylint: disable=g-import-not-at-top
+  model = create_model(ml_collections.ConfigDict({"preset": "tiny"}), "bfloat16")
+  params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), method=model.deblur)["params"]
+  images = _smooth_images(2, 16, 24, 3)
+  images[0, 0, 0] = (40000 / 65535, 233 / 255, 1.0 - 2 ** -12)  # a 16-bit level, a uint8 level, near white
+  out = np.asarray(jax.jit(inference.deblur_fn(model))(params, images))
+  np.testing.assert_array_equal(out, images)
+  np.testing.assert_array_equal(np.asarray(jax.jit(export.padded_deblur_fn(model, params))(images)), images)
+
+
+def test_bf16_and_float32_predictions_of_a_trained_network_agree_within_one_level(trained_workdir):
+  f32, bf16 = inference.load(trained_workdir), inference.load(trained_workdir, bf16=True)
+  assert bf16.model.dtype == jnp.bfloat16
+  images = _smooth_images(4, 32, 48, 4)
+  a = np.asarray(jax.jit(inference.deblur_fn(f32.model))(f32.params, images)) * 255
+  b = np.asarray(jax.jit(inference.deblur_fn(bf16.model))(bf16.params, images)) * 255
+  assert np.abs(a - images * 255).mean() > 0.05  # the trained network changes the image: the match means something
+  diff = np.abs(a - b)
+  assert (diff < 1.0).mean() >= 0.99, (diff.mean(), np.quantile(diff, [0.5, 0.99]), diff.max())
+  # uint8 outputs: rounding each to the nearest level, they agree on most pixels and never by more than a few levels
+  assert (np.rint(a) == np.rint(b)).mean() >= 0.9 and diff.max() < 4
