@@ -218,3 +218,44 @@ def test_workdir_of_another_preset_fails_clearly_and_nothing_is_overwritten(tmp_
   last = result.stderr.strip().splitlines()[-1]
   assert re.match(r"error: checkpoint \S+/checkpoints/4 does not match the model of this config", last), last
   assert _snapshot(workdir) == before
+
+
+@pytest.mark.slow
+def test_relative_workdir_trains_checkpoints_and_ends_with_test_and_input_psnr(tmp_path, data_dir, compile_cache):
+  """The README's command shape, relative --workdir included: orbax needs absolute paths, main.py makes them so."""
+  config_file = tmp_path / "relative_cfg.py"
+  config_file.write_text(
+      "from configs import tiny\n"
+      "from bdirnet_jax.data_config import dataset_config\n"
+      "def get_config():\n"
+      "  c = tiny.get_config()\n"
+      "  c.num_train_steps = 4\n"
+      f"  c.eval_datasets = [dataset_config(config='gaussian_k15', split='test', crop_size=0, data_dir={str(data_dir)!r})]\n"
+      "  return c\n")
+  cmd = [sys.executable, os.path.join(fakes.REPO, "main.py"), f"--config={config_file.name}",
+         "--workdir=runs/relative", f"--config.dataset.data_dir={data_dir}", "--config.checkpoint_every_steps=2",
+         "--config.log_every_steps=2"]
+  env = fakes.subprocess_env(1, compile_cache)
+  env["PYTHONPATH"] = fakes.REPO
+  proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+  log = proc.stdout + proc.stderr
+  assert proc.returncode == 0, log[-3000:]
+  workdir = tmp_path / "runs" / "relative"
+  assert _steps(workdir / "checkpoints") == [2, 4]
+  assert re.search(r"Final evaluation at step 4 on synthetic_blur_test: PSNR [\d.]+ dB \(input [\d.]+\)", log), log[-3000:]
+  summary = json.loads((workdir / "eval" / "synthetic_blur_test.json").read_text())
+  assert summary["num_images"] == 16 and summary["input_psnr"] > 20 and summary["psnr"] > 20
+
+
+def test_missing_config_and_file_workdir_fail_with_one_line(tmp_path):
+  env = fakes.subprocess_env(1)
+  run = lambda *args: subprocess.run([sys.executable, "main.py", *args], cwd=fakes.REPO, env=env,
+                                     capture_output=True, text=True, timeout=300)
+  proc = run("--config=configs/no_such_config.py", f"--workdir={tmp_path / 'w'}")
+  assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
+      "error: --config=configs/no_such_config.py: no such config file")
+  a_file = tmp_path / "a_file"
+  a_file.write_text("")
+  proc = run("--config=configs/tiny.py", f"--workdir={a_file}")
+  assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
+      f"error: --workdir={a_file} is an existing file, not a directory")
