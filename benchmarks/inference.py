@@ -1,7 +1,10 @@
 """Inference benchmark: ms per image and images/s of the predict path, compile time, peak memory, compilations.
 
-python benchmarks/inference.py --preset=small [--dtype=bfloat16] [--sizes=256x256,720x1280,4000x3000@1024]
-       [--batches=1,8] [--repeats=3] [--device_count=4] [--isolate]
+python benchmarks/inference.py --preset=small [--config=configs/unet_baseline.py] [--dtype=float32,bfloat16]
+       [--sizes=256x256,720x1280,4000x3000@1024] [--batches=1,8] [--repeats=3] [--device_count=4] [--isolate]
+
+`--config` takes the architecture (SAID, SAIR, ...) from a config file's `model` block, with `--preset` overriding
+its preset; without it the model is BDIRNet of that preset. `--dtype` may list several dtypes (one process).
 
 Sizes are HxW; `@T` tiles that size with T-pixel tiles (overlap --tile_overlap); without it the image runs whole.
 For a whole image the batch is images per step, for a tiled one tiles per step; batches that the device memory
@@ -65,7 +68,8 @@ def _mixed_sizes(n, seed=0):
 def main(argv=None):
   p = argparse.ArgumentParser()
   p.add_argument("--preset", default="small", choices=["tiny", "small", "base"])
-  p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  p.add_argument("--config", default=None, help="config file whose `model` block gives the architecture")
+  p.add_argument("--dtype", default="float32", help="float32, bfloat16, or a comma-separated list of both")
   p.add_argument("--sizes", default="256x256,720x1280,4000x3000@1024")
   p.add_argument("--batches", default="1,8", help="images (whole) or tiles (tiled) per step")
   p.add_argument("--tile_overlap", type=int, default=32)
@@ -107,7 +111,28 @@ def main(argv=None):
   from bdirnet_jax import tiling
   from bdirnet_jax.models import create_model
 
-  model = create_model(ml_collections.ConfigDict({"preset": args.preset}), args.dtype)
+  if args.config:
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_config", args.config)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model_config = module.get_config().model
+    model_config.preset = args.preset
+    model_config.scan = False  # inference: unrolled (scan only matters for compile time of deep stacks)
+  else:
+    model_config = ml_collections.ConfigDict({"preset": args.preset})
+  rows = []
+  for dtype in args.dtype.split(","):
+    rows += _run_dtype(args, dtype.strip(), model_config, jax, jnp, np, inference, predict, sharding_lib, tiling,
+                       create_model)
+  if argv is None:
+    _table(rows)
+  return rows
+
+
+def _run_dtype(args, dtype, model_config, jax, jnp, np, inference, predict, sharding_lib, tiling, create_model):
+  """Every size and batch of `args` for one compute dtype; returns the rows (also printed as JSON lines)."""
+  model = create_model(model_config, dtype)
   m = model.downsample_factor
   params = jax.jit(lambda k: model.init(k, jnp.zeros((1, 4 * m, 4 * m, 3)), method=model.deblur)["params"])(
       jax.random.key(0))
@@ -118,7 +143,10 @@ def main(argv=None):
   memory = predict.estimate_memory(jitted, params, mesh, m)
   apply = lambda x: jitted(params, x)
   n_dev = len(devices)
-  common = dict(preset=args.preset, dtype=args.dtype, devices=n_dev, platform=devices[0].platform)
+  common = dict(preset=args.preset, dtype=dtype, devices=n_dev, platform=devices[0].platform,
+                device_kind=devices[0].device_kind)
+  if args.config:
+    common["config"] = args.config
   rows = []
 
   def emit(row):
@@ -170,7 +198,7 @@ def main(argv=None):
       row["peak_bytes"], row["peak_kind"] = _peak_memory(jax)
       emit(row)
 
-  if args.mixed:
+  if args.mixed and dtype == args.dtype.split(",")[0].strip():
     sizes = _mixed_sizes(args.mixed)
     shapes = []
     counter = predict.Predictor(lambda x: shapes.append(x.shape) or np.zeros(x.shape, np.float32), multiple=m,
@@ -183,23 +211,21 @@ def main(argv=None):
   cache = getattr(jitted, "_cache_size", None)
   if cache is not None:
     emit(dict(size="jit cache", executables=cache()))
-  if argv is None:
-    _table(rows)
   return rows
 
 
 def _table(rows):
-  print("\n| size | tile | batch | ms/image | images/s | device ms/image | compile s | peak MB |")
-  print("|---|---|---|---|---|---|---|---|")
+  print("\n| size | dtype | tile | batch | ms/image | images/s | device ms/image | compile s | peak MB |")
+  print("|---|---|---|---|---|---|---|---|---|")
   for r in rows:
     if "ms_per_image" in r:
       peak = f"{r['peak_bytes'] / 1e6:.0f} ({r['peak_kind']})"
-      print(f"| {r['size']} | {r['tile'] or '-'} | {r['batch']} | {r['ms_per_image']} | {r['images_per_s']} | "
+      print(f"| {r['size']} | {r['dtype']} | {r['tile'] or '-'} | {r['batch']} | {r['ms_per_image']} | {r['images_per_s']} | "
             f"{r.get('device_ms_per_image', '-')} | {'-' if r['compile_s'] is None else r['compile_s']} | {peak} |")
     elif "skipped" in r:
-      print(f"| {r['size']} | {r['tile'] or '-'} | {r['batch']} | skipped: {r['skipped']} | | | | |")
+      print(f"| {r['size']} | {r['dtype']} | {r['tile'] or '-'} | {r['batch']} | skipped: {r['skipped']} | | | | |")
     elif "compilations" in r:
-      print(f"| {r['size']} ({r['distinct_sizes']} distinct sizes) | | | {r['compilations']} compilations | | | | |")
+      print(f"| {r['size']} ({r['distinct_sizes']} distinct sizes) | | | | {r['compilations']} compilations | | | | |")
 
 
 if __name__ == "__main__":

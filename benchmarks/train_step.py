@@ -32,6 +32,7 @@ def main(argv=None):
   p.add_argument("--collectives", action="store_true", help="print the compiled step's collective counts only")
   p.add_argument("--hlo_out", "--hlo-out", default=None, help="also write the compiled HLO text to this file")
   p.add_argument("--compile_only", "--compile-only", action="store_true", help="compile, report compile_s, stop")
+  p.add_argument("--flops", type=float, default=None, help="model FLOPs per step, if known (skips counting them)")
   p.add_argument("--scan", default=None, choices=("true", "false"), help="override config.model.scan")
   p.add_argument("--remat", default=None, choices=("true", "false"), help="override config.model.remat")
   args = p.parse_args(argv)
@@ -87,7 +88,9 @@ def main(argv=None):
     print(json.dumps(out))
     return out
   compiled_flops = _flops(compiled.cost_analysis())
-  flops = model_flops(config, mesh, state, batch, step_rng) if config.model.scan else None
+  flops = args.flops
+  if flops is None and config.model.scan:
+    flops = model_flops(config, mesh, state, batch, step_rng)
   if flops is None:
     flops = _flops(step.lower(state, batch, step_rng).cost_analysis())
   state, m = compiled(state, batch, step_rng)
@@ -101,7 +104,8 @@ def main(argv=None):
   med = float(np.median(times))
   stats = jax.devices()[0].memory_stats() or {}
   out = dict(config=args.config, preset=config.model.preset, dtype=config.compute_dtype, batch=b, crop=c,
-             devices=jax.device_count(), platform=jax.devices()[0].platform, compile_s=round(compile_s, 2),
+             scan=bool(config.model.scan), devices=jax.device_count(), platform=jax.devices()[0].platform,
+             device_kind=jax.devices()[0].device_kind, jax_version=jax.__version__, compile_s=round(compile_s, 2),
              step_ms=round(med * 1e3, 2), images_per_s=round(b / med, 1), flops_per_step=flops,
              xla_compiled_flops=compiled_flops, tflops_per_s=round(flops / med / 1e12, 3) if flops else None,
              peak_bytes=stats.get("peak_bytes_in_use"))
