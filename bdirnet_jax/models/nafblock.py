@@ -58,7 +58,9 @@ class _ScanBody(nn.Module):
 
   @nn.compact
   def __call__(self, x, _):
-    block = nn.remat(NAFBlock) if self.remat else NAFBlock
+    # Inside a scan, remat needs no CSE barrier (the loop already keeps the recomputation from being merged with
+    # the forward pass), and the barrier would stop XLA from fusing across it.
+    block = nn.remat(NAFBlock, prevent_cse=False) if self.remat else NAFBlock
     return block(self.features, dtype=self.dtype, name="block")(x), None
 
 
