@@ -230,22 +230,33 @@ def run_scores(workdir: epath.Path, test_sets, batch_size: int) -> tuple[int, di
 
 
 def latest_step(workdir: epath.Path) -> int | None:
-  """The latest checkpoint step of a workdir (None: none), without restoring anything."""
+  """The latest checkpoint step of a workdir (None: none), without restoring anything.
+
+  A run whose checkpoints were removed (a study committed with only config.json and study_scores.json per run,
+  so that a later sitting on another machine resumes it) is known by the step of its cached scores.
+  """
   from bdirnet_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  if not (workdir / checkpoint.CHECKPOINT_DIR).exists():
-    return None
-  manager = checkpoint.create_manager(str(workdir))
-  try:
-    return manager.latest_step()
-  finally:
-    manager.close()
+  if (workdir / checkpoint.CHECKPOINT_DIR).exists():
+    manager = checkpoint.create_manager(str(workdir))
+    try:
+      step = manager.latest_step()
+    finally:
+      manager.close()
+    if step is not None:
+      return step
+  steps = [entry.get("step") for entry in _read_json(workdir / RUN_SCORES).values() if entry.get("step") is not None]
+  return max(steps) if steps else None
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The study
 
-def run(study: ml_collections.ConfigDict, output: str, *, data_dir: str | None = None) -> list[dict]:
+def run(study: ml_collections.ConfigDict, output: str, *, data_dir: str | None = None,
+        report_only: bool = False) -> list[dict]:
   """Trains what is missing, scores what is not cached, writes the report; returns the report's rows.
+
+  `report_only` trains nothing: the report covers the finished runs and lists the others as not run yet (an
+  interim report of a study that runs in several sittings).
 
   The command line also enables the persistent compilation cache (`setup_compilation_cache`); a library caller
   decides that for its own process.
@@ -259,7 +270,9 @@ def run(study: ml_collections.ConfigDict, output: str, *, data_dir: str | None =
   out = epath.Path(output)
   out.mkdir(parents=True, exist_ok=True)
   train_data_dir = data_dir or str(out / "tfds")
-  runs = [(c, tb, int(s)) for c in study.configs for tb in study.train_blurs for s in study.seeds]
+  # Seed-major: a study stopped part-way has every (config, train blur) cell of its first seeds, so an interim
+  # report already compares configs on equal terms.
+  runs = [(c, tb, int(s)) for s in study.seeds for tb in study.train_blurs for c in study.configs]
   configs = {r: training_config(study, *r, train_data_dir) for r in runs}
   for r, config in configs.items():  # every config checked before anything is trained
     try:
@@ -285,9 +298,13 @@ def run(study: ml_collections.ConfigDict, output: str, *, data_dir: str | None =
 
   rows = []
   drifted = {}
+  not_run = []
   for r in runs:
     workdir = out / RUNS_DIR / run_name(*r)
     step = latest_step(workdir)
+    if report_only and (step is None or step < study.num_train_steps):
+      not_run.append(run_name(*r))
+      continue
     if step is not None and step >= study.num_train_steps:
       if step > study.num_train_steps:
         logging.warning("study: %s is at step %d, past the study's %d steps; scored as it is", workdir.name, step,
@@ -325,7 +342,7 @@ def run(study: ml_collections.ConfigDict, output: str, *, data_dir: str | None =
               kernel_size=kernel_size, noise_sigma=noise_sigma, max_side=int(test_cfg.max_side),
               variants=int(test_cfg.variants), overrides=study.get("overrides", ml_collections.ConfigDict()).to_dict(),
               bootstrap_samples=int(study.bootstrap.samples), bootstrap_seed=int(study.bootstrap.seed),
-              drifted=drifted)
+              drifted=drifted, not_run=not_run)
   study_report.write(rows, out, study=meta, test_sets=test_sets, skipped=skipped,
                      min_gain_db=float(study.get("learned_min_gain_db", 0.5)),
                      samples=int(study.bootstrap.samples), seed=int(study.bootstrap.seed))
@@ -341,6 +358,7 @@ def _define_flags():
   flags.DEFINE_string("output", None, "Study folder: runs/, caches, report.md, report.csv, report_psnr.png.")
   flags.DEFINE_string("data_dir", None, "TFDS data_dir: synthetic_blur is built there for training (default "
                       "OUTPUT/tfds) and every real dataset prepared there is a test set.")
+  flags.DEFINE_bool("report_only", False, "Train nothing: report the finished runs, list the others as not run.")
 
 
 def main(argv):
@@ -350,7 +368,7 @@ def main(argv):
   t0 = time.time()
   setup_compilation_cache(epath.Path(FLAGS.output))
   try:
-    run(FLAGS.study, FLAGS.output, data_dir=FLAGS.data_dir)
+    run(FLAGS.study, FLAGS.output, data_dir=FLAGS.data_dir, report_only=FLAGS.report_only)
   except StudyInterrupted as e:
     logging.warning("study: %s", e)
     raise SystemExit(1) from None

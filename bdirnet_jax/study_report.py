@@ -218,6 +218,9 @@ def markdown(rows, *, study: dict, test_sets: Sequence[study_testsets.TestSet], 
            "(`bdirnet_jax/study_testsets.py`). Baselines (`bdirnet_jax/classical.py`): `input` is the blurred "
            "image; `wiener_oracle`, `rl_oracle`, `unsupervised_wiener` deconvolve with the true kernel (an "
            "oracle no blind method has), so they exist only for synthetic sets.", ""]
+  if study.get("not_run"):
+    lines += [f"**Interim report**: {len(study['not_run'])} of the study's runs are not finished yet and are not "
+              "in any number below: " + ", ".join(study["not_run"]) + ".", ""]
   if study.get("drifted"):
     lines += ["**Warning**: these runs were trained under a config that differs from this study's (their "
               "checkpoints are used as they are; use a new --output to retrain): "

@@ -156,15 +156,11 @@ def real_sets(data_dir: str | None, *, max_side: int, max_images: int,
 
 
 def score_images(outputs: Sequence[np.ndarray], ts: TestSet) -> list[tuple[float, float]]:
-  """(PSNR, SSIM) of float [0, 1] HxWx3 outputs against the set's sharp images under the set's protocol."""
-  from bdirnet_jax import metrics  # pylint: disable=g-import-not-at-top
+  """(PSNR, SSIM) of float [0, 1] HxWx3 outputs against the set's sharp images under the set's protocol (the
+  scorer of `evaluate.PROTOCOLS`, so a study and --mode=evaluate score alike)."""
+  from bdirnet_jax import evaluate  # pylint: disable=g-import-not-at-top
   scores = []
   for out, sharp in zip(outputs, ts.sharp):
-    if ts.protocol == metrics.DEFAULT_PROTOCOL:
-      q = metrics.to_uint8(np.asarray(out, np.float32))
-      scores.append((float(metrics.psnr(q, sharp)), float(metrics.ssim(q, sharp))))
-    else:
-      from bdirnet_jax import realblur_protocol  # pylint: disable=g-import-not-at-top
-      r = realblur_protocol.realblur_metrics(np.asarray(out, np.float32), sharp.astype(np.float32) / 255.0)
-      scores.append((float(r["psnr"]), float(r["ssim"])))
+    r = evaluate.score_images(ts.protocol, np.asarray(out, np.float32)[None], [{"sharp": sharp}])[0]
+    scores.append((float(r["psnr"]), float(r["ssim"])))
   return scores

@@ -312,3 +312,34 @@ def test_unfinished_run_resumes_from_its_checkpoint(smoke_study):
   assert "study: training unet_baseline-gaussian-seed1 (resuming from step 3)" in log
   assert (run / "checkpoints" / "6").is_dir()
   assert (out / "report.md").read_bytes() == report
+
+
+def test_committed_study_without_checkpoints_resumes_and_reports_alike(smoke_study, monkeypatch, tmp_path):
+  """What a study commits (per run: config.json and study_scores.json; baseline_scores.json) is enough for a later
+  sitting on another machine: finished runs are neither retrained nor rescored, and the report is the same."""
+  import shutil
+  from bdirnet_jax import inference
+  from bdirnet_jax import study
+  from bdirnet_jax import train
+  from configs.studies import smoke
+  out, _ = smoke_study
+  kept = tmp_path / "committed"
+  for path in out.glob("runs/*/*.json"):
+    (kept / path.relative_to(out)).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, kept / path.relative_to(out))
+  shutil.copy(out / "baseline_scores.json", kept / "baseline_scores.json")
+
+  def refuse(*args, **kwargs):
+    raise AssertionError("a committed finished run must not be trained or restored")
+
+  monkeypatch.setattr(train, "train_and_evaluate", refuse)
+  monkeypatch.setattr(inference, "load", refuse)
+  monkeypatch.setattr(classical, "restore", refuse)
+  study.run(smoke.get_config(), str(kept))
+  assert (kept / "report.csv").read_bytes() == (out / "report.csv").read_bytes()
+  # An interim report: a run not done yet is listed, nothing is trained.
+  shutil.rmtree(kept / "runs" / "unet_baseline-gaussian-seed1")
+  rows = study.run(smoke.get_config(), str(kept), report_only=True)
+  assert not any(r["config"] == "unet_baseline" and r["seed"] == 1 for r in rows)
+  assert "not finished yet and are not in any number below: unet_baseline-gaussian-seed1" in (
+      kept / "report.md").read_text()
