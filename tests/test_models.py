@@ -139,3 +139,29 @@ def test_infonce_embeddings_tell_scenes_apart_behind_said():
     return losses.info_nce_loss(out["embed_blurry"], out["embed_sharp"])
   grad_norm = float(jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(jax.grad(infonce)(params)))))
   assert np.isfinite(grad_norm) and grad_norm < 100.0, grad_norm  # pooling first: ~1e7
+
+
+@pytest.mark.parametrize("identity_residual", [False, True])
+def test_identity_branch_is_an_autoencoder_unless_residual(identity_residual):
+  """Without residual the identity view must be rebuilt from DistillNet's features: far from the Charbonnier floor
+  at initialisation, with a gradient. With the residual it is the input itself there (floor, zero gradient)."""
+  from bdirnet_jax import losses  # pylint: disable=g-import-not-at-top
+  cfg = ml_collections.ConfigDict(dict(preset="tiny", identity_residual=identity_residual))
+  model = create_model(cfg)
+  k1, k2 = jax.random.split(jax.random.key(3))
+  sharp = jax.random.uniform(k1, (2, 16, 16, 3))
+  blurry = jax.random.uniform(k2, (2, 16, 16, 3))
+  params = model.init(jax.random.key(0), blurry, sharp)["params"]
+
+  def identity_loss(p):
+    return losses.charbonnier_loss(model.apply({"params": p}, blurry, sharp)["identity"], sharp)
+
+  value, grads = jax.value_and_grad(identity_loss)(params)
+  grad_norm = float(jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(grads))))
+  if identity_residual:
+    assert float(value) == pytest.approx(1e-3, rel=1e-3) and grad_norm == 0.0
+  else:
+    assert float(value) > 0.2 and grad_norm > 1e-3
+  # The restored view keeps the global residual either way: a fresh network returns its blurred input.
+  restored = model.apply({"params": params}, blurry, sharp)["restored"]
+  np.testing.assert_allclose(np.asarray(restored), np.asarray(blurry), atol=1e-6)

@@ -17,8 +17,8 @@ class DistillOutput(NamedTuple):
 class DistillNet(nn.Module):
   """U-Net encoder with SAID on every feature that leaves it.
 
-  Both the latent and the skips pass through SAID (`said_skips`), so blur statistics cannot bypass the latent on
-  the way to the decoder. The downsampling path continues from the raw feature: distilling is applied to what the
+  Both the latent and the skips pass through SAID (`said_skips`): what reaches the decoder carries no per-channel
+  statistics of the input (blur still reaches it through the skips' spatial structure). The downsampling path continues from the raw feature: distilling is applied to what the
   decoder sees, not to what the deeper encoder layers need.
   """
   width: int
