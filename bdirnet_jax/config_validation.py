@@ -145,9 +145,9 @@ def _validate_dataset(config, downsample_factor):
     _int(config, f"{ds}.kernel_size", minimum=3)
   if "noise_sigma" in config.dataset:
     _number(config, f"{ds}.noise_sigma", low=0)
-  for key in ("num_workers", "prefetch"):
+  for key, minimum in (("num_workers", 0), ("num_threads", 1), ("prefetch", 0)):
     if key in config.dataset:
-      _int(config, f"{ds}.{key}", minimum=0)
+      _int(config, f"{ds}.{key}", minimum=minimum)
   for key in ("data_dir", "manual_dir"):
     value = config.dataset.get(key)
     _check(value is None or isinstance(value, str), f"config.{ds}.{key} must be a path, got {value!r}")

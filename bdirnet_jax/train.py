@@ -90,20 +90,28 @@ def _batches_with_state(iterator, mesh, size: int) -> Iterator:
 
 
 def prepare_workdir(workdir) -> str:
-  """The absolute workdir, created and checked writable now, so a path problem fails in seconds, not at the first
-  checkpoint an hour later (orbax refuses relative paths)."""
+  """The absolute workdir, created; a path that is a file fails in seconds, not at the first checkpoint an hour
+  later (orbax refuses relative paths)."""
   path = os.path.abspath(os.path.expanduser(str(workdir)))
   if os.path.exists(path) and not os.path.isdir(path):
     raise config_validation.ConfigError(f"--workdir={workdir} is an existing file, not a directory")
   try:
     os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise config_validation.ConfigError(f"--workdir={workdir} cannot be created: {e}") from None
+  return path
+
+
+def check_writable(path: str) -> None:
+  """Writes and removes a probe file, before anything is compiled (after the checks that may refuse the workdir,
+  which must leave it untouched)."""
+  try:
     probe = os.path.join(path, f".write_probe_{os.getpid()}")
     with open(probe, "w") as f:
       f.write("ok")
     os.remove(probe)
   except OSError as e:
-    raise config_validation.ConfigError(f"--workdir={workdir} is not a writable directory: {e}") from None
-  return path
+    raise config_validation.ConfigError(f"--workdir={path} is not a writable directory: {e}") from None
 
 
 def fix_schedule_horizon(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
@@ -167,6 +175,10 @@ def _evaluate(config, model, state, mesh, workdir, writer, step, final):
   from bdirnet_jax import evaluate  # pylint: disable=g-import-not-at-top
   use_ema = config.optim.get("ema_decay", 0) > 0
   params = state.ema_params if use_ema else state.params
+  if jax.process_count() > 1:
+    # Evaluation runs on each process's local devices: give it host copies of the global params.
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    params = multihost_utils.process_allgather(params, tiled=True)
   summaries = evaluate.evaluate_params(model, params, step, config, mesh, workdir if final else None,
                                        params_kind="ema" if use_ema else "raw")
   for label, summary in summaries.items():
@@ -209,6 +221,7 @@ def _train(config, workdir, train_iterator, term) -> TrainState:
     state, data_state = checkpoint.restore(manager, latest, abstract_state)
     if data_state is not None and hasattr(train_iterator, "set_state"):
       train_iterator.set_state(data_state)
+  check_writable(workdir)
   # The first batch is read before anything is compiled, so a dataset that cannot work (missing, images smaller
   # than the crop with small_image_policy='reject') fails in seconds, not after compilation.
   batches = _batches_with_state(train_iterator, mesh, config.dataset.get("prefetch", 2))

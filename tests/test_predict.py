@@ -65,9 +65,10 @@ def test_predict_keeps_sizes_for_odd_and_tiny_images(trained_workdir, tmp_path, 
   for name, pixels in inputs.items():
     out = _read((tmp_path / "out" / name).with_suffix(".png"))
     assert out.shape == pixels.shape and out.dtype == pixels.dtype, name
-    # After 4 training steps the network is close to the identity: the image must come back nearly unchanged.
+    # The 4-step network (EMA warmed up, so it is the trained one) changes these random images, by 31 levels on
+    # average at most (the 1-pixel image); an output that is not the image's own restoration would be far off.
     scale = 257 if pixels.dtype == np.uint16 else 1
-    assert np.abs(out[..., :3].astype(np.int64) - pixels[..., :3]).mean() < 8 * scale, name
+    assert np.abs(out[..., :3].astype(np.int64) - pixels[..., :3]).mean() < 64 * scale, name
   np.testing.assert_array_equal(_read(tmp_path / "out/sub/alpha.png")[..., 3], inputs["sub/alpha.png"][..., 3])
   bpp = float(re.search(r"about (\d+) bytes per pixel", caplog.text).group(1))
   assert 12 < bpp < 1e5  # XLA's estimate: at least the float32 input and output, far below a full preset
@@ -107,7 +108,7 @@ def _random_init_tiny(scale=0.002, residual=0.1):
   return model, traverse_util.unflatten_dict(flat)
 
 
-def test_tiled_bdirnet_within_half_a_db_of_untiled(trained_workdir):
+def test_tiled_bdirnet_within_one_db_of_untiled(trained_workdir):
   restored = inference.load(trained_workdir)
   random_model, random_params = _random_init_tiny()
   for model, params, name in ((restored.model, restored.params, "trained"), (random_model, random_params, "random")):
@@ -122,7 +123,9 @@ def test_tiled_bdirnet_within_half_a_db_of_untiled(trained_workdir):
       gap = abs(_psnr(t, sharp) - _psnr(u, sharp))
       print(f"{name} {b.shape}: PSNR untiled {_psnr(u, sharp):.2f} dB, tiled {_psnr(t, sharp):.2f} dB, tiled vs "
             f"untiled {_psnr(t, u):.1f} dB")
-      assert gap < 0.5, (name, gap)
+      # SAID and the channel attention use whole-image statistics, so tiles see other statistics: 0.69 dB measured
+      # for the trained tiny network (its EMA is now the trained network, not the initial identity).
+      assert gap < 1.0, (name, gap)
       if name == "random":  # the test means something: the network changes the image and tiling changes it
         assert _psnr(u, b) < 40 and np.abs(t.astype(int) - u).max() >= 5, name
     assert any(s[1:3] == (64, 64) for s in tiled.shapes)
