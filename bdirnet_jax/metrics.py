@@ -139,20 +139,24 @@ def ssim(x, y, data_range=255.0):
   mx = _pairwise_mean(x, (1, 2))[:, None, None, :]
   my = _pairwise_mean(y, (1, 2))[:, None, None, :]
   dx, dy = x - mx, y - my
-  fx = _filter_valid(dx, taps)
-  fy = _filter_valid(dy, taps)
-  vx = _filter_valid(dx * dx, taps) - fx * fx
-  vy = _filter_valid(dy * dy, taps) - fy * fy
-  vxy = _filter_valid(dx * dy, taps) - fx * fy
-  ux, uy = fx + mx, fy + my
-
-  data_range = jnp.asarray(data_range, dtype)
-  c1 = (SSIM_K1 * data_range) ** 2
-  c2 = (SSIM_K2 * data_range) ** 2
-  s_map = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+  s_map = _ssim_map(dx, dy, mx, my, lambda img: _filter_valid(img, taps), data_range)
   # Equal pixel counts per channel, so the mean of per-channel means is the mean over all.
   out = _pairwise_mean(s_map, (1, 2, 3))
   return out[0] if unbatched else out
+
+
+def _ssim_map(dx, dy, mx, my, filt, data_range):
+  """SSIM map of centred images dx = x - mx, dy = y - my under the local-mean filter `filt` (which sets the window
+  and the padding: the only difference between `ssim` and `ssim_3d`)."""
+  fx, fy = filt(dx), filt(dy)
+  vx = filt(dx * dx) - fx * fx
+  vy = filt(dy * dy) - fy * fy
+  vxy = filt(dx * dy) - fx * fy
+  ux, uy = fx + mx, fy + my
+  data_range = jnp.asarray(data_range, dx.dtype)
+  c1 = (SSIM_K1 * data_range) ** 2
+  c2 = (SSIM_K2 * data_range) ** 2
+  return ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
 
 
 def _filter_same_replicate(img: jax.Array, taps: jax.Array) -> jax.Array:
@@ -189,16 +193,7 @@ def ssim_3d(x, y, data_range=255.0):
   mx = _pairwise_mean(x, (1, 2, 3))[:, None, None, None]
   my = _pairwise_mean(y, (1, 2, 3))[:, None, None, None]
   dx, dy = x - mx, y - my
-  fx = _filter_same_replicate(dx, taps)
-  fy = _filter_same_replicate(dy, taps)
-  vx = _filter_same_replicate(dx * dx, taps) - fx * fx
-  vy = _filter_same_replicate(dy * dy, taps) - fy * fy
-  vxy = _filter_same_replicate(dx * dy, taps) - fx * fy
-  ux, uy = fx + mx, fy + my
-  data_range = jnp.asarray(data_range, dtype)
-  c1 = (SSIM_K1 * data_range) ** 2
-  c2 = (SSIM_K2 * data_range) ** 2
-  s_map = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+  s_map = _ssim_map(dx, dy, mx, my, lambda img: _filter_same_replicate(img, taps), data_range)
   out = _pairwise_mean(s_map, (1, 2, 3))
   return out[0] if unbatched else out
 

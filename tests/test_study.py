@@ -278,10 +278,21 @@ def test_smoke_study_report(smoke_study):
 
 
 @pytest.mark.slow
-def test_second_invocation_trains_and_scores_nothing(smoke_study, monkeypatch):
+def _forbid_training_and_restoring(monkeypatch, message):
+  """Training, model loading and the baselines' restore raise `message` if called."""
   from bdirnet_jax import inference
-  from bdirnet_jax import study
   from bdirnet_jax import train
+
+  def refuse(*args, **kwargs):
+    raise AssertionError(message)
+
+  monkeypatch.setattr(train, "train_and_evaluate", refuse)
+  monkeypatch.setattr(inference, "load", refuse)
+  monkeypatch.setattr(classical, "restore", refuse)
+
+
+def test_second_invocation_trains_and_scores_nothing(smoke_study, monkeypatch):
+  from bdirnet_jax import study
   from configs.studies import smoke
   out, _ = smoke_study
   checkpoints = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/checkpoints/**/*") if p.is_file()}
@@ -289,12 +300,7 @@ def test_second_invocation_trains_and_scores_nothing(smoke_study, monkeypatch):
       f"{c}-gaussian-seed{s}" for c in ("bdirnet", "unet_baseline") for s in (0, 1)}
   before = {name: (out / name).read_bytes() for name in ("report.md", "report.csv")}
 
-  def refuse(*args, **kwargs):
-    raise AssertionError("a finished study must not train or restore anything")
-
-  monkeypatch.setattr(train, "train_and_evaluate", refuse)
-  monkeypatch.setattr(inference, "load", refuse)
-  monkeypatch.setattr(classical, "restore", refuse)
+  _forbid_training_and_restoring(monkeypatch, "a finished study must not train or restore anything")
   study.run(smoke.get_config(), str(out))
   assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints
   assert {name: (out / name).read_bytes() for name in before} == before
@@ -318,9 +324,7 @@ def test_committed_study_without_checkpoints_resumes_and_reports_alike(smoke_stu
   """What a study commits (per run: config.json and study_scores.json; baseline_scores.json) is enough for a later
   sitting on another machine: finished runs are neither retrained nor rescored, and the report is the same."""
   import shutil
-  from bdirnet_jax import inference
   from bdirnet_jax import study
-  from bdirnet_jax import train
   from configs.studies import smoke
   out, _ = smoke_study
   kept = tmp_path / "committed"
@@ -329,12 +333,7 @@ def test_committed_study_without_checkpoints_resumes_and_reports_alike(smoke_stu
     shutil.copy(path, kept / path.relative_to(out))
   shutil.copy(out / "baseline_scores.json", kept / "baseline_scores.json")
 
-  def refuse(*args, **kwargs):
-    raise AssertionError("a committed finished run must not be trained or restored")
-
-  monkeypatch.setattr(train, "train_and_evaluate", refuse)
-  monkeypatch.setattr(inference, "load", refuse)
-  monkeypatch.setattr(classical, "restore", refuse)
+  _forbid_training_and_restoring(monkeypatch, "a committed finished run must not be trained or restored")
   study.run(smoke.get_config(), str(kept))
   assert (kept / "report.csv").read_bytes() == (out / "report.csv").read_bytes()
   # An interim report: a run not done yet is listed, nothing is trained.
