@@ -6,6 +6,7 @@ loaded from JSON (DIR/config.json) are not type-safe, so types are checked here 
 import ml_collections
 
 from bdirnet_jax import losses
+from bdirnet_jax import train_state
 from bdirnet_jax.models import bdirnet as bdirnet_lib
 from bdirnet_jax.models import said as said_lib
 
@@ -126,6 +127,8 @@ def _validate_optim(config):
     _int(config, "optim.schedule_steps", minimum=1, optional=True)
   if "ema_warmup" in config.optim:
     _bool(config, "optim.ema_warmup")
+  if "weight_decay_on" in config.optim:
+    _choice(config, "optim.weight_decay_on", train_state.WEIGHT_DECAY_TARGETS)
 
 
 def _validate_dataset(config, downsample_factor):

@@ -21,7 +21,8 @@ def dataset_config(name="synthetic_blur", config="mixed", split="train", **overr
       blur_family="mixed",
       kernel_size=31,
       noise_sigma=0.01,
-      num_workers=0,
+      num_workers=0,             # grain worker processes (0: in the main process)
+      num_threads=2,             # grain read threads per process
       prefetch=2,
   ))
   ds.update(overrides)

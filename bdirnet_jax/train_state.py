@@ -52,13 +52,29 @@ def ema_decay(config: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
   return decay
 
 
+WEIGHT_DECAY_TARGETS = ("kernels", "all")
+
+
+def weight_decay_mask(params, targets: str = "kernels"):
+  """True where weight decay applies: `kernels` = convolution and dense kernels only (the NAFNet/Restormer and
+  big_vision convention). Decaying SAID's gamma/beta, the NAFBlock residual scales, norms and biases pulls
+  them towards 0, i.e. towards switching the block or the statistics off, which no one asked for."""
+  if targets not in WEIGHT_DECAY_TARGETS:
+    raise ValueError(f"optim.weight_decay_on={targets!r}; expected one of {WEIGHT_DECAY_TARGETS}")
+  if targets == "all":
+    return jax.tree.map(lambda _: True, params)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
+
+
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   o = config.optim
   chain = []
   if o.grad_clip_norm and o.grad_clip_norm > 0:
     chain.append(optax.clip_by_global_norm(o.grad_clip_norm))
+  targets = o.get("weight_decay_on", "kernels")
   chain.append(optax.adamw(learning_rate_schedule(config), b1=o.b1, b2=o.b2, eps=1e-8,
-                           weight_decay=o.weight_decay))
+                           weight_decay=o.weight_decay, mask=lambda p: weight_decay_mask(p, targets)))
   return optax.chain(*chain)
 
 

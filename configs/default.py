@@ -65,6 +65,7 @@ def get_config():
 
   config.optim = ml_collections.ConfigDict(dict(
       learning_rate=2e-3, min_lr_ratio=1e-3, warmup_steps=20, weight_decay=1e-4, b1=0.9, b2=0.9,
+      weight_decay_on="kernels",       # "kernels": conv/dense kernels only; "all": every parameter
       grad_clip_norm=1.0,
       ema_decay=0.999, ema_warmup=True,  # EMA decay min(ema_decay, (1 + t) / (10 + t)) at step t
       schedule_steps=placeholder(int),   # cosine horizon; None = num_train_steps when the run starts (then fixed)

@@ -139,3 +139,30 @@ def test_workdir_of_another_preset_is_refused(tmp_path):
   with pytest.raises(ValueError, match="different model"):
     train.train_and_evaluate(config, tmp_path, PairIterator(config.batch_size, config.dataset.crop_size))
   assert (tmp_path / "config.json").read_text() == before
+
+
+def test_weight_decay_hits_kernels_only():
+  """AdamW with zero gradients moves exactly the conv/dense kernels; SAID's gamma/beta, the NAFBlock residual
+  scales, norms and biases stay (decaying them would pull blocks and statistics towards off)."""
+  from bdirnet_jax.models import create_model
+  from bdirnet_jax.train_state import create_optimizer, weight_decay_mask
+  config = tiny.get_config()
+  config.optim.weight_decay = 0.5
+  config.optim.warmup_steps = 0
+  x = np.zeros((1, 16, 16, 3), np.float32)
+  params = jax.eval_shape(create_model(config.model).init, jax.random.key(0), x, x)["params"]
+  params = jax.tree.map(lambda s: np.ones(s.shape, np.float32), params)
+  tx = create_optimizer(config)
+  updates, _ = tx.update(jax.tree.map(np.zeros_like, params), tx.init(params), params)
+  flat = jax.tree_util.tree_flatten_with_path(updates)[0]
+  names = {jax.tree_util.keystr(path): (path[-1].key, float(np.abs(u).max())) for path, u in flat}
+  assert {n for n, _ in names.values()} >= {"kernel", "bias", "gamma", "beta"}
+  for where, (leaf, moved) in names.items():
+    assert (moved > 0) == (leaf == "kernel"), where
+  assert any("said" in w.lower() and leaf == "gamma" for w, (leaf, _) in names.items())
+  config.optim.weight_decay_on = "all"
+  everything = jax.tree.leaves(weight_decay_mask(params, "all"))
+  assert all(everything) and len(everything) == len(names)
+  config.optim.weight_decay_on = "biases"
+  with pytest.raises(config_validation.ConfigError, match="optim.weight_decay_on"):
+    config_validation.validate(config)

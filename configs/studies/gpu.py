@@ -25,7 +25,8 @@ def recipe() -> ml_collections.ConfigDict:
       compute_dtype="bfloat16",
       model=dict(preset="small"),
       optim=dict(learning_rate=2e-3, warmup_steps=100),
-      dataset=dict(crop_size=128, kernel_size=31, noise_sigma=0.01, num_workers=4),
+      # `config` only names the source of the sharp training photos (kernels are drawn on the fly, 31x31).
+      dataset=dict(config="gaussian_k15", crop_size=128, kernel_size=31, noise_sigma=0.01, num_workers=4),
   ))
 
 
