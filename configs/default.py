@@ -58,7 +58,8 @@ def get_config():
       infonce_weight=0.005,            # InfoNCE over the global batch, other scenes as negatives
       infonce_temperature=0.1,
       infonce_stop_grad_sharp=False,
-      stats_weight=0.005,              # match raw encoder channel statistics of both views
+      stats_weight=0.0,                # match raw encoder channel statistics of both views; off: at 0.005 it
+                                       # halved the crop gain at step 100 (DESIGN.md, "Learning")
       stats_scale_free=True,           # mean offset / std and log std ratio (False: raw L1, which diverges)
       fft_weight=0.05,                 # frequency (FFT) L1, orthonormal spectra; 0 disables
   ))
