@@ -119,9 +119,10 @@ def test_two_processes_match_one_process_and_restore_on_other_device_counts(tmp_
   state = init(init_rng)
   step_fn = jit_train_step(model, tx, config, mesh, shardings)
   step_rng = jax.device_put(step_rng, sharding_lib.replicated(mesh))
+  batch_sharding = sharding_lib.batch_sharding(mesh)
   data = _Concat([input_pipeline.create_train_iterator(config, process_index=i, process_count=2) for i in range(2)])
   for _ in range(WARM):
-    state, _ = step_fn(state, sharding_lib.global_batch(next(data), mesh), step_rng)
+    state, _ = step_fn(state, input_pipeline.make_global_batch(next(data), batch_sharding), step_rng)
   manager = checkpoint.create_manager(str(workdir), config)
   checkpoint.save(manager, WARM, state, {}, force=True)
   manager.wait_until_finished()
@@ -136,7 +137,7 @@ def test_two_processes_match_one_process_and_restore_on_other_device_counts(tmp_
   pids, (text0, _) = _two_processes(workdir, data_dir, STEPS, tmp_path)
   assert f"Resuming from {workdir / 'checkpoints' / str(WARM)}" in text0
   for _ in range(STEPS - WARM):
-    state, _ = step_fn(state, sharding_lib.global_batch(next(data), mesh), step_rng)
+    state, _ = step_fn(state, input_pipeline.make_global_batch(next(data), batch_sharding), step_rng)
   reference = jax.device_get(state)
 
   # Only process 0 writes TensorBoard summaries (an event file name carries its writer's pid).
