@@ -195,6 +195,15 @@ def _family_ranges(size: int) -> dict[str, tuple[float, float]]:
   }
 
 
+def check_families(families: Sequence[str], name: str = "blur family", allow_mixed: bool = True) -> None:
+  """Raises ValueError naming `name` and the allowed families if any of `families` is unknown: the one check
+  behind sample_kernel, config validation and the study's and robustness's family lists."""
+  allowed = FAMILIES + ((MIXED,) if allow_mixed else ())
+  unknown = [f for f in families if f not in allowed]
+  if unknown:
+    raise ValueError(f"{name}: unknown blur families {unknown}; expected some of {list(allowed)}")
+
+
 def sample_kernel(rng: np.random.Generator, family: str, size: int = 31) -> np.ndarray:
   """Draw one kernel of ``family`` (or ``"mixed"``: a family uniformly at random).
 
@@ -205,12 +214,9 @@ def sample_kernel(rng: np.random.Generator, family: str, size: int = 31) -> np.n
     * gaussian: sigma ~ U(0.5, half / 3) [0.5-5 px] (3 sigma fits in the canvas);
     * defocus: radius ~ U(1, half - 1) [1-14 px].
   """
+  check_families([family])
   if family == MIXED:
     family = FAMILIES[int(rng.integers(len(FAMILIES)))]
-  if family not in FAMILIES:
-    raise ValueError(
-      f"unknown blur family {family!r}; allowed: {', '.join(FAMILIES + (MIXED,))}"
-    )
   if family == "trajectory":
     return trajectory_kernel(rng, size)
   lo, hi = _family_ranges(size)[family]

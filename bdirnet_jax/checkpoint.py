@@ -15,6 +15,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from bdirnet_jax import config_validation
+from bdirnet_jax import train_state
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.json"
@@ -167,5 +168,5 @@ def restore_params(workdir: str, use_ema: bool = True, step: int | None = None):
   restored = manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(_replicated_target(manager, step))))["state"]
   manager.close()
-  key = "ema_params" if use_ema and config.optim.get("ema_decay", 0) > 0 else "params"
+  key = "ema_params" if train_state.params_kind(config, use_ema) == "ema" else "params"
   return restored[key], step, config

@@ -161,12 +161,24 @@ def _fit_to_crop(images: dict[str, np.ndarray], crop: int, policy: str, iid: str
       f"image {iid!r} is {h}x{w}, smaller than crop_size {crop} "
       "(small_image_policy='reject'; use 'pad' to reflect-pad it)"
     )
-  if policy != "pad":
-    raise ValueError(f"small_image_policy must be 'pad' or 'reject', got {policy!r}")
   ph, pw = max(0, crop - h), max(0, crop - w)
   pads = ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0))
   # 'symmetric' (edge pixel repeated) works for any pad width, even wider than the image.
   return {k: np.pad(v, pads, mode="symmetric") for k, v in images.items()}
+
+
+SMALL_IMAGE_POLICIES = ("pad", "reject")
+
+
+def check_dataset(ds_cfg) -> None:
+  """The training pipeline's rules on `config.dataset`, named by key: TrainTransform runs them when it is built
+  (not inside a worker), config_validation before anything is compiled."""
+  policy = ds_cfg.get("small_image_policy", "pad")
+  if policy not in SMALL_IMAGE_POLICIES:
+    raise ValueError(f"config.dataset.small_image_policy must be one of {sorted(SMALL_IMAGE_POLICIES)}, got "
+                     f"{policy!r}")
+  if ds_cfg.get("on_the_fly_blur", False):
+    blur.check_families([ds_cfg.get("blur_family", blur.MIXED)], "config.dataset.blur_family")
 
 
 class TrainTransform:
@@ -174,13 +186,14 @@ class TrainTransform:
   when the device synthesises the blur. All randomness comes from grain's per-index RNG."""
 
   def __init__(self, ds_cfg):
+    check_dataset(ds_cfg)
     self.crop = int(ds_cfg.crop_size)
     self.policy = str(ds_cfg.get("small_image_policy", "pad"))
     self.augment = bool(ds_cfg.get("augment", True))
     self.on_the_fly = bool(ds_cfg.get("on_the_fly_blur", False))
     self.family = str(ds_cfg.get("blur_family", blur.MIXED))
     self.kernel_size = int(ds_cfg.get("kernel_size", 31))
-    if self.on_the_fly:  # fail at construction, not inside a worker
+    if self.on_the_fly:  # a kernel size that cannot work fails here, not inside a worker
       blur.sample_kernel(np.random.default_rng(0), self.family, self.kernel_size)
 
   def __call__(self, record: Mapping[str, Any], rng: np.random.Generator) -> Batch:
@@ -250,6 +263,13 @@ def _shard(ds: grain.MapDataset, pi: int, pc: int, n: int) -> grain.MapDataset:
   return ds[pi::pc]
 
 
+def local_batch_size(batch_size: int, process_count: int) -> int:
+  """This process's share of the global batch; config_validation asks it before anything is compiled."""
+  if batch_size % process_count:
+    raise ValueError(f"config.batch_size={batch_size} is not divisible by the {process_count} processes")
+  return batch_size // process_count
+
+
 def _derived_seed(*parts: int) -> int:
   return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
@@ -265,11 +285,7 @@ def create_train_iterator(
   """
   ds_cfg = config.dataset
   pi, pc = _process_defaults(process_index, process_count)
-  if config.batch_size % pc:
-    raise ValueError(
-      f"batch_size {config.batch_size} is not divisible by process_count {pc}"
-    )
-  local_bs = config.batch_size // pc
+  local_bs = local_batch_size(config.batch_size, pc)
   if source is None:
     source = open_source(ds_cfg)
   seed = int(config.seed)
@@ -346,8 +362,9 @@ class DevicePrefetchIterator(grain.DatasetIterator):
   underneath (which runs ``size`` batches ahead), so checkpoints resume exactly."""
 
   def __init__(self, iterator: Iterator[Batch], size: int, sharding: jax.sharding.Sharding):
-    # Any iterator with get_state/set_state (grain's, or a custom one such as tests' PairIterator) is resumable.
-    self._stateful = hasattr(iterator, "get_state") and hasattr(iterator, "set_state")
+    # Any iterator with get_state/set_state (grain's, or a custom one such as tests' PairIterator) is resumable;
+    # the training loop saves and restores the data position only for those.
+    self.stateful = hasattr(iterator, "get_state") and hasattr(iterator, "set_state")
     super().__init__(iterator if isinstance(iterator, grain.DatasetIterator) else ())
     self._it = iterator
     self._size = max(1, int(size))
@@ -357,7 +374,7 @@ class DevicePrefetchIterator(grain.DatasetIterator):
 
   def _fill(self) -> None:
     while len(self._queue) < self._size and not self._exhausted:
-      state = self._it.get_state() if self._stateful else None
+      state = self._it.get_state() if self.stateful else None
       try:
         local = next(self._it)
       except StopIteration:
@@ -374,12 +391,12 @@ class DevicePrefetchIterator(grain.DatasetIterator):
     return batch
 
   def get_state(self) -> dict[str, Any]:
-    if not self._stateful:
+    if not self.stateful:
       raise TypeError("the wrapped iterator has no get_state()")
     return self._queue[0][0] if self._queue else self._it.get_state()
 
   def set_state(self, state: dict[str, Any]) -> None:
-    if not self._stateful:
+    if not self.stateful:
       raise TypeError("the wrapped iterator has no set_state()")
     self._queue.clear()
     self._exhausted = False

@@ -20,7 +20,7 @@ from bdirnet_jax import sharding as sharding_lib
 from bdirnet_jax import writers
 from bdirnet_jax.models import create_model
 from bdirnet_jax.train_state import TrainState, create_optimizer, create_train_state, learning_rate_schedule
-from bdirnet_jax.train_state import schedule_steps
+from bdirnet_jax.train_state import params_kind, schedule_steps
 from bdirnet_jax.train_step import jit_train_step
 
 
@@ -84,9 +84,8 @@ def _batches_with_state(iterator, mesh, size: int) -> Iterator:
   """
   from bdirnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   prefetcher = input_pipeline.prefetch_to_device(iterator, size, sharding_lib.batch_sharding(mesh))
-  stateful = hasattr(iterator, "get_state")
   for batch in prefetcher:
-    yield batch, prefetcher.get_state() if stateful else None
+    yield batch, prefetcher.get_state() if prefetcher.stateful else None
 
 
 def prepare_workdir(workdir) -> str:
@@ -173,14 +172,14 @@ def _evaluate(config, model, state, mesh, workdir, writer, step, final):
   """Scores the EMA (or raw) params on every eval dataset: scalars, an image strip, and at the end the JSON files
   and report that --mode=evaluate writes."""
   from bdirnet_jax import evaluate  # pylint: disable=g-import-not-at-top
-  use_ema = config.optim.get("ema_decay", 0) > 0
-  params = state.ema_params if use_ema else state.params
+  kind = params_kind(config)
+  params = state.ema_params if kind == "ema" else state.params
   if jax.process_count() > 1:
     # Evaluation runs on each process's local devices: give it host copies of the global params.
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     params = multihost_utils.process_allgather(params, tiled=True)
   summaries = evaluate.evaluate_params(model, params, step, config, mesh, workdir if final else None,
-                                       params_kind="ema" if use_ema else "raw")
+                                       params_kind=kind)
   for label, summary in summaries.items():
     if summary.get("psnr") is None:
       continue

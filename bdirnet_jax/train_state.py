@@ -52,6 +52,12 @@ def ema_decay(config: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
   return decay
 
 
+def params_kind(config: ml_collections.ConfigDict, use_ema: bool = True) -> str:
+  """Which params evaluation, prediction and export use: "ema" when asked for and the run kept an EMA
+  (`optim.ema_decay` > 0), else "raw"."""
+  return "ema" if use_ema and config.optim.get("ema_decay", 0) > 0 else "raw"
+
+
 WEIGHT_DECAY_TARGETS = ("kernels", "all")
 
 

@@ -12,7 +12,8 @@ from bdirnet_jax.train_state import TrainState, ema_decay
 
 
 def to_float(images):
-  """uint8 [0, 255] batches travel to the device (4x less traffic) and become float32 [0, 1] there."""
+  """uint8 [0, 255] batches travel to the device (4x less traffic) and become float32 [0, 1] there; inference
+  converts its inputs here too, so a network sees at test time what it saw in training."""
   if images.dtype == jnp.uint8:
     return images.astype(jnp.float32) / 255.0
   return images.astype(jnp.float32)
