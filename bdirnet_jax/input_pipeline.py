@@ -12,23 +12,21 @@ and independent of the number of worker processes:
 
 Checkpointing the iterator state
 --------------------------------
-``get_state()`` returns a small JSON-serialisable dict; ``set_state()`` on a freshly created
-iterator (same config, same ``num_workers``) resumes with exactly the batches that would have come
-next. The iterators are ``grain.DatasetIterator`` s, so grain's Orbax handler works with them; it
-writes one ``process_<i>-of-<n>.json`` per process (correct for multi-host, unlike a plain
-``ocp.args.JsonSave``, which only the primary host writes)::
+`get_state()` returns a small JSON-serialisable dict; `set_state()` on a freshly created
+iterator (same config, same `num_workers`) resumes with exactly the batches that would have come
+next. The iterators are `grain.DatasetIterator`s, so grain's Orbax handler saves them, one
+`process_<i>-of-<n>.json` per process; checkpoint.py uses it as:
 
   mngr.save(step, args=ocp.args.Composite(
     state=ocp.args.StandardSave(train_state),
-    data=grain.checkpoint.CheckpointSave(it)))          # == grain.python.PyGrainCheckpointSave
+    data=grain.checkpoint.CheckpointSave(it)))
   restored = mngr.restore(step, args=ocp.args.Composite(
     state=ocp.args.StandardRestore(abstract_state),
-    data=grain.checkpoint.CheckpointRestore(it)))       # sets the state of ``it`` in place
+    data=grain.checkpoint.CheckpointRestore(it)))       # sets the state of `it` in place
 
-``it`` may be the grain iterator itself or the ``prefetch_to_device`` wrapper. Save the wrapper
-when you use one: it reports the state *of the next batch it will hand out*, whereas the grain
-iterator underneath has already been advanced ``size`` batches. Without Orbax, save
-``json.dumps(it.get_state())`` per process and call ``it.set_state(json.loads(...))``.
+where `it` is the `prefetch_to_device` wrapper: it reports the state of the next batch it will hand
+out, whereas the grain iterator underneath has already been advanced `size` batches. Without
+Orbax, save `json.dumps(it.get_state())` per process and call `it.set_state(json.loads(...))`.
 """
 
 from __future__ import annotations
