@@ -97,7 +97,8 @@ def has_checkpoints(workdir: str) -> bool:
 
 
 def check_workdir_model(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Refuses to reuse a workdir whose checkpoints belong to a different model (nothing is overwritten)."""
+  """Refuses to reuse a workdir whose checkpoints belong to a different model or were trained in another compute
+  dtype (a resumed run would then not continue the same computation); nothing is overwritten."""
   if not config_path(workdir).exists() or not has_checkpoints(workdir):
     return
   old = load_config(workdir)
@@ -109,6 +110,11 @@ def check_workdir_model(workdir: str, config: ml_collections.ConfigDict) -> None
     raise config_validation.ConfigError(f"--workdir={workdir} holds checkpoints of a different model (config.model "
                                         f"differs: {diff}, as (saved, requested)); use a new --workdir. Nothing was "
                                         "overwritten.")
+  saved_dtype = old.get("compute_dtype", None)
+  if saved_dtype is not None and saved_dtype != config.compute_dtype:
+    raise config_validation.ConfigError(f"--workdir={workdir} holds checkpoints trained with config.compute_dtype="
+                                        f"{saved_dtype!r}, not {config.compute_dtype!r}; use a new --workdir. "
+                                        "Nothing was overwritten.")
 
 
 def _replicated_target(state_dir: epath.Path, key: str):

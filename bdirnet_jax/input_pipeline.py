@@ -1,6 +1,6 @@
 """Grain input pipeline: TFDS ArrayRecord sources -> per-process numpy batches -> global jax.Arrays.
 
-Training pipeline (``create_train_iterator``), all index-based so it is deterministic for a seed
+Training pipeline (`create_train_iterator`), all index-based so it is deterministic for a seed
 and independent of the number of worker processes:
 
   MapDataset.source(src)[process_index::process_count]   # disjoint per-process share
@@ -29,14 +29,12 @@ out, whereas the grain iterator underneath has already been advanced `size` batc
 Orbax, save `json.dumps(it.get_state())` per process and call `it.set_state(json.loads(...))`.
 """
 
-from __future__ import annotations
-
 import collections
-import logging
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 from absl import flags
+from absl import logging
 
 import grain
 import jax
@@ -66,9 +64,9 @@ AUTO_PREPARABLE = ("synthetic_blur",)
 
 
 def open_source(ds_cfg, split: str | None = None):
-  """Random-access TFDS source (ArrayRecord) for ``ds_cfg``; never imports TensorFlow itself.
+  """Random-access TFDS source (ArrayRecord) for `ds_cfg`; never imports TensorFlow itself.
 
-  With ``ds_cfg.auto_prepare`` a missing ``synthetic_blur`` dataset is built on first use (in
+  With `ds_cfg.auto_prepare` a missing `synthetic_blur` dataset is built on first use (in
   multi-host runs prepare it beforehand: every process would build it otherwise).
   """
   import tensorflow_datasets as tfds  # lazy: heavy, and only needed for real datasets
@@ -226,8 +224,8 @@ class TrainTransform:
 
 
 class EvalTransform:
-  """Full-size example with a str image_id; no randomness. Records with a ``variant`` field
-  (several blurs of one photo, as in synthetic_blur) get ``<image_id>#<variant>`` so that ids
+  """Full-size example with a str image_id; no randomness. Records with a `variant` field
+  (several blurs of one photo, as in synthetic_blur) get `<image_id>#<variant>` so that ids
   stay unique (per-image outputs would otherwise overwrite each other)."""
 
   def __call__(self, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -275,11 +273,11 @@ def _derived_seed(*parts: int) -> int:
 def create_train_iterator(
   config, source=None, *, process_index: int | None = None, process_count: int | None = None
 ) -> grain.DatasetIterator:
-  """Infinite iterator of this process's batches: ``{"blurry", "sharp"}`` uint8
-  [B_local, crop, crop, 3], or ``{"sharp", "kernel"}`` (kernel float32 [B_local, K, K]) with
-  ``on_the_fly_blur``. ``source`` defaults to ``open_source(config.dataset)``.
+  """Infinite iterator of this process's batches: `{"blurry", "sharp"}` uint8
+  [B_local, crop, crop, 3], or `{"sharp", "kernel"}` (kernel float32 [B_local, K, K]) with
+  `on_the_fly_blur`. `source` defaults to `open_source(config.dataset)`.
 
-  Optional ``config.dataset.num_threads`` (default 2): threads per process that build batches.
+  Optional `config.dataset.num_threads` (default 2): threads per process that build batches.
   """
   ds_cfg = config.dataset
   pi, pc = _process_defaults(process_index, process_count)
@@ -318,9 +316,9 @@ def _to_iterator(ds: grain.MapDataset, ds_cfg) -> grain.DatasetIterator:
 def create_eval_iterator(
   ds_cfg, source=None, *, process_index: int = 0, process_count: int = 1
 ) -> grain.DatasetIterator:
-  """One full-size example at a time, in source order: ``{"blurry", "sharp"?, "image_id"}``;
+  """One full-size example at a time, in source order: `{"blurry", "sharp"?, "image_id"}`;
   process i of n gets examples i, i+n, ... (strided, so every process gets a similar count).
-  ``source`` defaults to ``open_source(ds_cfg)`` (i.e. split ``ds_cfg.split``)."""
+  `source` defaults to `open_source(ds_cfg)` (i.e. split `ds_cfg.split`)."""
   pi, pc = _process_defaults(process_index, process_count)
   if source is None:
     source = open_source(ds_cfg)
@@ -355,9 +353,9 @@ def make_global_batch(local_batch: Mapping[str, Any], sharding: jax.sharding.Sha
 
 
 class DevicePrefetchIterator(grain.DatasetIterator):
-  """Keeps ``size`` global batches in flight (transfers are async), so the step never waits for
+  """Keeps `size` global batches in flight (transfers are async), so the step never waits for
   host->device copies. Its state is that of the next batch it returns, not of the iterator
-  underneath (which runs ``size`` batches ahead), so checkpoints resume exactly."""
+  underneath (which runs `size` batches ahead), so checkpoints resume exactly."""
 
   def __init__(self, iterator: Iterator[Batch], size: int, sharding: jax.sharding.Sharding):
     # Any iterator with get_state/set_state (grain's, or a custom one such as tests' PairIterator) is resumable;
@@ -409,16 +407,3 @@ def prefetch_to_device(
 ) -> DevicePrefetchIterator:
   """Wrap a local-batch iterator into one of global, device-resident batches (see the class)."""
   return DevicePrefetchIterator(iterator, size, sharding)
-
-
-__all__: Sequence[str] = (
-  "SourceNotAvailableError",
-  "open_source",
-  "create_train_iterator",
-  "create_eval_iterator",
-  "make_global_batch",
-  "prefetch_to_device",
-  "DevicePrefetchIterator",
-  "TrainTransform",
-  "EvalTransform",
-)

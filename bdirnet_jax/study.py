@@ -22,8 +22,6 @@ classical baselines, paired bootstrap intervals and a report.
 
 Single-process (one host, any number of local devices).
 """
-from __future__ import annotations
-
 import importlib
 import json
 import os

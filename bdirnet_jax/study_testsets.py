@@ -17,8 +17,6 @@ with its ECC alignment (`realblur_ecc`): study numbers on real sets are not the 
 A set's `fingerprint` hashes everything that defines it (pixels, kernels, ids, protocol), so cached scores are
 reused only for exactly the same images.
 """
-from __future__ import annotations
-
 import dataclasses
 import hashlib
 import io

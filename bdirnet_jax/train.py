@@ -242,11 +242,11 @@ def _train(config, workdir, train_iterator, preemption) -> TrainState:
   # Not device_put: with several processes the mesh holds devices this process cannot address.
   step_rng = jax.jit(lambda key: key, out_shardings=sharding_lib.replicated(mesh))(step_rng)
   writer = writers.create_writer(workdir, jax.process_index())
-  pa = writers.periodic_actions()
-  hooks = [pa.ReportProgress(num_train_steps=config.num_train_steps, writer=writer,
+  periodic = writers.periodic_actions()
+  hooks = [periodic.ReportProgress(num_train_steps=config.num_train_steps, writer=writer,
                              every_steps=config.log_every_steps, every_secs=None)]
   if jax.process_index() == 0 and config.get("profile_steps", 0) > 0:
-    hooks.append(pa.Profile(num_profile_steps=config.profile_steps, first_profile=config.log_every_steps + 1,
+    hooks.append(periodic.Profile(num_profile_steps=config.profile_steps, first_profile=config.log_every_steps + 1,
                             logdir=workdir))
   if jax.process_index() == 0 and latest is None:
     writer.write_hparams(flat_hparams(config))

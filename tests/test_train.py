@@ -144,6 +144,16 @@ def test_workdir_of_another_preset_is_refused(tmp_path):
   assert (tmp_path / "config.json").read_text() == before
 
 
+def test_workdir_of_another_compute_dtype_is_refused(tmp_path):
+  config = tiny.get_config()
+  checkpoint.save_config(str(tmp_path), config)
+  (tmp_path / "checkpoints" / "5").mkdir(parents=True)
+  checkpoint.check_workdir_model(str(tmp_path), config)
+  config.compute_dtype = "bfloat16"
+  with pytest.raises(config_validation.ConfigError, match="compute_dtype='float32', not 'bfloat16'"):
+    checkpoint.check_workdir_model(str(tmp_path), config)
+
+
 def test_weight_decay_hits_kernels_only():
   """AdamW with zero gradients moves exactly the conv/dense kernels; SAID's gamma/beta, the NAFBlock residual
   scales, norms and biases stay (decaying them would pull blocks and statistics towards off)."""
