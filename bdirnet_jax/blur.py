@@ -2,15 +2,13 @@
 
 Conventions shared by every function here, so that host and device blurs agree:
 
-* Kernels are float32 ``[k, k]`` arrays that sum to 1 (blurring must not change brightness).
-* A kernel's centre is pixel ``(k // 2, k // 2)``; a kernel whose mass is centred there does not
+* Kernels are float32 `[k, k]` arrays that sum to 1 (blurring must not change brightness).
+* A kernel's centre is pixel `(k // 2, k // 2)`; a kernel whose mass is centred there does not
   shift the image, so blurry/sharp pairs stay aligned.
-* Blurring is a true convolution ``out[i, j] = sum_ab K[a, b] * x[i + c - a, j + c - b]`` with
-  ``c = k // 2`` and half-sample symmetric padding (numpy ``"symmetric"`` = scipy.ndimage
-  ``"reflect"``), so there are no wrap-around seams and a constant image stays constant.
+* Blurring is a true convolution `out[i, j] = sum_ab K[a, b] * x[i + c - a, j + c - b]` with
+  `c = k // 2` and half-sample symmetric padding (numpy `"symmetric"` = scipy.ndimage
+  `"reflect"`), so there are no wrap-around seams and a constant image stays constant.
 """
-
-from __future__ import annotations
 
 import cmath
 import math
@@ -25,7 +23,8 @@ import jax.numpy as jnp
 FAMILIES = ("trajectory", "linear", "gaussian", "defocus")
 MIXED = "mixed"
 
-# Boracchi & Foi (2012) defaults, REFERENCE.md section 4.
+# Defaults of Boracchi & Foi, "Modeling the performance of image restoration from motion blur", IEEE TIP 21(8),
+# 2012, as DeblurGAN uses them.
 TRAJECTORY_SAMPLES = 2000
 TRAJECTORY_EXPOSURES = (1 / 1000, 1 / 10, 1 / 2, 1.0)
 _PAD_MODE = "symmetric"
@@ -110,13 +109,13 @@ def trajectory_kernel(
 ) -> np.ndarray:
   """Random camera-shake PSF (Boracchi & Foi 2012, as in DeblurGAN), float32 [size, size], sum 1.
 
-  N = 2000 samples, path length L = 60 * size / 64, anxiety 0.1*U(0,1) unless given. ``exposure``
-  is a fraction of the path (DeblurGAN's T in [1/1000, 1/10, 1/2, 1], drawn by ``rng`` when None);
+  N = 2000 samples, path length L = 60 * size / 64, anxiety 0.1*U(0,1) unless given. `exposure`
+  is a fraction of the path (DeblurGAN's T in [1/1000, 1/10, 1/2, 1], drawn by `rng` when None);
   sample t weighs its overlap of [t, t+1] with [0, T*N]. The PSF is normalised to sum 1.
 
-  ``center="centroid"`` (default) puts the PSF's centre of mass at the kernel centre (clamped so the
+  `center="centroid"` (default) puts the PSF's centre of mass at the kernel centre (clamped so the
   support stays on the canvas): otherwise the blurry image is translated relative to the sharp
-  one by up to ~L/2 pixels, an offset the network cannot infer. ``center="bbox"`` centres the
+  one by up to ~L/2 pixels, an offset the network cannot infer. `center="bbox"` centres the
   exposed path's bounding box, closer to DeblurGAN's placement.
   """
   n = TRAJECTORY_SAMPLES
@@ -150,7 +149,7 @@ def trajectory_kernel(
 
 
 def linear_kernel(length: float, angle_deg: float, size: int) -> np.ndarray:
-  """Uniform linear motion of ``length`` pixels at ``angle_deg`` (counter-clockwise from +x),
+  """Uniform linear motion of `length` pixels at `angle_deg` (counter-clockwise from +x),
   centred, anti-aliased by densely sampling the segment and splatting bilinearly."""
   if length <= 0:
     return _delta(size)
@@ -195,22 +194,28 @@ def _family_ranges(size: int) -> dict[str, tuple[float, float]]:
   }
 
 
+def check_families(families: Sequence[str], name: str = "blur family", allow_mixed: bool = True) -> None:
+  """Raises ValueError naming `name` and the allowed families if any of `families` is unknown: the one check
+  behind sample_kernel, config validation and the study's and robustness's family lists."""
+  allowed = FAMILIES + ((MIXED,) if allow_mixed else ())
+  unknown = [f for f in families if f not in allowed]
+  if unknown:
+    raise ValueError(f"{name}: unknown blur families {unknown}; expected some of {list(allowed)}")
+
+
 def sample_kernel(rng: np.random.Generator, family: str, size: int = 31) -> np.ndarray:
-  """Draw one kernel of ``family`` (or ``"mixed"``: a family uniformly at random).
+  """Draw one kernel of `family` (or `"mixed"`: a family uniformly at random).
 
   Parameter ranges (half = (size - 1) // 2, so the support always fits the canvas; size 31 in
   brackets):
-    * trajectory: ``trajectory_kernel(rng, size)`` (L = 60*size/64 [29 px], random exposure);
+    * trajectory: `trajectory_kernel(rng, size)` (L = 60*size/64 [29 px], random exposure);
     * linear: length ~ U(1, 2*half - 1) [1-29 px], angle ~ U(0, 180) degrees;
     * gaussian: sigma ~ U(0.5, half / 3) [0.5-5 px] (3 sigma fits in the canvas);
     * defocus: radius ~ U(1, half - 1) [1-14 px].
   """
+  check_families([family])
   if family == MIXED:
     family = FAMILIES[int(rng.integers(len(FAMILIES)))]
-  if family not in FAMILIES:
-    raise ValueError(
-      f"unknown blur family {family!r}; allowed: {', '.join(FAMILIES + (MIXED,))}"
-    )
   if family == "trajectory":
     return trajectory_kernel(rng, size)
   lo, hi = _family_ranges(size)[family]
@@ -239,8 +244,8 @@ def _fft_shape(h: int, w: int) -> tuple[int, int]:
 
 
 def blur_image(image: np.ndarray, kernel: np.ndarray, *, gamma: float | None = None) -> np.ndarray:
-  """Convolve every channel of an HxWxC float image in [0, 1] with ``kernel`` (FFT, symmetric
-  padding, cropped back to HxWxC). With ``gamma`` the blur happens in linear light (x**gamma),
+  """Convolve every channel of an HxWxC float image in [0, 1] with `kernel` (FFT, symmetric
+  padding, cropped back to HxWxC). With `gamma` the blur happens in linear light (x**gamma),
   as a real exposure integrates photons, not sRGB values."""
   x = np.asarray(image, np.float32)
   squeeze = x.ndim == 2
@@ -273,7 +278,7 @@ def add_noise(
   gaussian_sigma: float = 0.0,
   poisson_peak: float | None = None,
 ) -> np.ndarray:
-  """Shot noise (Poisson with ``poisson_peak`` photons at white) then read noise (Gaussian),
+  """Shot noise (Poisson with `poisson_peak` photons at white) then read noise (Gaussian),
   clipped to [0, 1]."""
   x = np.asarray(image, np.float32)
   if poisson_peak is not None:
@@ -293,7 +298,7 @@ def synthesize_blurry(
   poisson_peak: float | None = None,
   gamma: float | None = None,
 ) -> np.ndarray:
-  """Host-side recipe: draw a kernel, blur, add noise, quantise. Deterministic given ``rng``."""
+  """Host-side recipe: draw a kernel, blur, add noise, quantise. Deterministic given `rng`."""
   sharp = np.asarray(sharp_uint8)
   if sharp.dtype != np.uint8:
     raise ValueError(f"expected uint8 image, got {sharp.dtype}")
@@ -310,7 +315,7 @@ def synthesize_blurry(
 
 def blur_batch(images: jax.Array, kernels: jax.Array) -> jax.Array:
   """Blur each image of a [B, H, W, C] batch with its own [B, k, k] kernel; same maths as
-  ``blur_image`` (symmetric pad, rfft2, multiply, irfft2, crop). Output in [0, 1], float32."""
+  `blur_image` (symmetric pad, rfft2, multiply, irfft2, crop). Output in [0, 1], float32."""
   images = jnp.asarray(images, jnp.float32)
   kernels = jnp.asarray(kernels, jnp.float32)
   if images.ndim != 4 or kernels.ndim != 3 or kernels.shape[0] != images.shape[0]:
@@ -335,8 +340,8 @@ def add_noise_jax(
   gaussian_sigma: float | jax.Array,
   poisson_peak: float | None = None,
 ) -> jax.Array:
-  """Device twin of ``add_noise``. ``gaussian_sigma`` may be an array broadcastable to the batch
-  (e.g. [B, 1, 1, 1] for per-sample noise levels); ``poisson_peak`` is static (None = off)."""
+  """Device twin of `add_noise`. `gaussian_sigma` may be an array broadcastable to the batch
+  (e.g. [B, 1, 1, 1] for per-sample noise levels); `poisson_peak` is static (None = off)."""
   x = jnp.asarray(images, jnp.float32)
   k_poisson, k_gauss = jax.random.split(rng)
   if poisson_peak is not None:
@@ -344,19 +349,3 @@ def add_noise_jax(
     x = jax.random.poisson(k_poisson, lam, dtype=jnp.int32).astype(jnp.float32) / poisson_peak
   x = x + jnp.asarray(gaussian_sigma, jnp.float32) * jax.random.normal(k_gauss, x.shape, jnp.float32)
   return jnp.clip(x, 0.0, 1.0)
-
-
-__all__: Sequence[str] = (
-  "FAMILIES",
-  "MIXED",
-  "trajectory_kernel",
-  "linear_kernel",
-  "gaussian_kernel",
-  "defocus_kernel",
-  "sample_kernel",
-  "blur_image",
-  "add_noise",
-  "synthesize_blurry",
-  "blur_batch",
-  "add_noise_jax",
-)

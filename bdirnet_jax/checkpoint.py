@@ -1,13 +1,13 @@
 """Orbax checkpoints of the train state plus the data iterator state, and restoring params for inference.
 
-Layout: DIR/checkpoints/<step>/{state/, data/process_<i>-of-<n>.json}. Orbax writes each step to a temporary
-folder and renames it when complete, so a crash never leaves a half-written latest checkpoint.
+Layout: DIR/checkpoints/<step>/{state/, data/process_<i>-of-<n>.json}; the data files are grain's checkpoint
+handler's, one per process. Orbax writes each step to a temporary folder and renames it when complete, so a crash
+never leaves a half-written latest checkpoint.
 """
-import dataclasses
 import json
 import os
-from typing import Any
 
+import grain
 import jax
 import ml_collections
 import numpy as np
@@ -15,51 +15,10 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from bdirnet_jax import config_validation
+from bdirnet_jax import train_state
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.json"
-
-
-class DataStateHandler(ocp.CheckpointHandler):
-  """Per-process JSON of the input iterator's state (grain's layout: process_<i>-of-<n>.json).
-
-  Unlike grain's own handler it takes the state as recorded when the batch was *consumed*, not the live iterator,
-  whose position runs ahead by the prefetched batches.
-  """
-
-  def save(self, directory: epath.Path, args: "DataStateSave"):
-    name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
-    (directory / name).write_text(json.dumps(args.state))
-
-  def restore(self, directory: epath.Path, args: "DataStateRestore" = None):
-    name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
-    path = directory / name
-    if not path.exists():
-      found = sorted(p.name for p in directory.iterdir())
-      raise FileNotFoundError(f"{path} not found (found {found}): the checkpoint was written by a different "
-                              "number of processes, so the data iterator cannot resume exactly")
-    return json.loads(path.read_text())
-
-  def metadata(self, directory):
-    return None
-
-  def finalize(self, directory):
-    pass
-
-  def close(self):
-    pass
-
-
-@ocp.args.register_with_handler(DataStateHandler, for_save=True)
-@dataclasses.dataclass
-class DataStateSave(ocp.args.CheckpointArgs):
-  state: Any
-
-
-@ocp.args.register_with_handler(DataStateHandler, for_restore=True)
-@dataclasses.dataclass
-class DataStateRestore(ocp.args.CheckpointArgs):
-  pass
 
 
 def create_manager(workdir: str, config: ml_collections.ConfigDict | None = None) -> ocp.CheckpointManager:
@@ -72,22 +31,32 @@ def create_manager(workdir: str, config: ml_collections.ConfigDict | None = None
   # Absolute: orbax refuses relative paths (and only says so at the first save, from a background thread).
   return ocp.CheckpointManager(epath.Path(os.path.abspath(str(workdir))) / CHECKPOINT_DIR, options=options,
                                item_handlers={"state": ocp.StandardCheckpointHandler(),
-                                              "data": DataStateHandler()})
+                                              "data": grain.checkpoint.CheckpointHandler()})
 
 
-def save(manager: ocp.CheckpointManager, step: int, state, data_state, force: bool = False) -> bool:
+def save(manager: ocp.CheckpointManager, step: int, state, data_iterator=None, force: bool = False) -> bool:
+  """Saves `state` and the position of `data_iterator` (a grain.DatasetIterator, read now, while orbax's save
+  blocks, so batches taken after this call do not move it)."""
   args = {"state": ocp.args.StandardSave(state)}
-  if data_state is not None:
-    args["data"] = DataStateSave(data_state)
+  if data_iterator is not None:
+    args["data"] = grain.checkpoint.CheckpointSave(data_iterator)
   return manager.save(step, args=ocp.args.Composite(**args), force=force)
 
 
-def restore(manager: ocp.CheckpointManager, step: int, abstract_state):
-  """Restores onto `abstract_state`'s shardings (which may come from a different device count)."""
+def restore(manager: ocp.CheckpointManager, step: int, abstract_state, data_iterator=None):
+  """The state restored onto `abstract_state`'s shardings (which may come from a different device count); the
+  saved position is set on `data_iterator` in place."""
   args = {"state": ocp.args.StandardRestore(abstract_state)}
-  has_data = (epath.Path(manager.directory) / str(step) / "data").exists()
-  if has_data:
-    args["data"] = DataStateRestore()
+  data_dir = epath.Path(manager.directory) / str(step) / "data"
+  if data_dir.exists():
+    # Checked even without an iterator to restore, and before orbax, whose errors would read as a model mismatch.
+    name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+    if not (data_dir / name).exists():
+      found = sorted(p.name for p in data_dir.iterdir())
+      raise FileNotFoundError(f"{data_dir / name} not found (found {found}): the checkpoint was written by a "
+                              "different number of processes, so the data iterator cannot resume exactly")
+    if data_iterator is not None:
+      args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
   try:
     restored = manager.restore(step, args=ocp.args.Composite(**args))
   except (ValueError, KeyError, TypeError) as e:
@@ -95,7 +64,7 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state):
     detail = " ".join(lines[:3]) + (f" ... ({len(lines) - 3} more lines)" if len(lines) > 3 else "")
     raise config_validation.ConfigError(f"checkpoint {manager.directory / str(step)} does not match the model of "
                                         f"this config (different preset or fields?): {detail}") from e
-  return restored["state"], restored["data"] if has_data else None
+  return restored["state"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -128,7 +97,8 @@ def has_checkpoints(workdir: str) -> bool:
 
 
 def check_workdir_model(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Refuses to reuse a workdir whose checkpoints belong to a different model (nothing is overwritten)."""
+  """Refuses to reuse a workdir whose checkpoints belong to a different model or were trained in another compute
+  dtype (a resumed run would then not continue the same computation); nothing is overwritten."""
   if not config_path(workdir).exists() or not has_checkpoints(workdir):
     return
   old = load_config(workdir)
@@ -140,16 +110,21 @@ def check_workdir_model(workdir: str, config: ml_collections.ConfigDict) -> None
     raise config_validation.ConfigError(f"--workdir={workdir} holds checkpoints of a different model (config.model "
                                         f"differs: {diff}, as (saved, requested)); use a new --workdir. Nothing was "
                                         "overwritten.")
+  saved_dtype = old.get("compute_dtype", None)
+  if saved_dtype is not None and saved_dtype != config.compute_dtype:
+    raise config_validation.ConfigError(f"--workdir={workdir} holds checkpoints trained with config.compute_dtype="
+                                        f"{saved_dtype!r}, not {config.compute_dtype!r}; use a new --workdir. "
+                                        "Nothing was overwritten.")
 
 
-def _replicated_target(manager: ocp.CheckpointManager, step: int):
-  """The saved tree's shapes and dtypes, replicated over this process's devices.
+def _replicated_target(state_dir: epath.Path, key: str):
+  """The saved `key` subtree's shapes and dtypes, replicated over this process's devices.
 
   Without a target orbax reuses the saved shardings, which fails on any other device count (a checkpoint from 4
   training devices evaluated on 1 GPU).
   """
-  metadata = ocp.StandardCheckpointer().metadata(epath.Path(manager.directory) / str(step) / "state")
-  tree = getattr(metadata, "item_metadata", metadata)
+  metadata = ocp.StandardCheckpointer().metadata(state_dir)
+  tree = getattr(metadata, "item_metadata", metadata)[key]
   mesh = jax.sharding.Mesh(np.array(jax.local_devices()), ("replica",))
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), tree,
@@ -157,15 +132,21 @@ def _replicated_target(manager: ocp.CheckpointManager, step: int):
 
 
 def restore_params(workdir: str, use_ema: bool = True, step: int | None = None):
-  """(params, step, config) for inference: EMA params when the run kept an EMA, the raw params otherwise."""
+  """(params, step, config) for inference: EMA params when the run kept an EMA, the raw params otherwise.
+
+  A partial restore: only that subtree is read, not the optimizer's moments (twice the params' size).
+  """
   config = load_config(workdir)
   manager = create_manager(workdir)
   step = manager.latest_step() if step is None else step
+  manager.close()
   if step is None:
     raise FileNotFoundError(f"no checkpoint in {epath.Path(workdir) / CHECKPOINT_DIR}: train first "
                             f"(python main.py --mode=train --workdir={workdir} ...)")
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(_replicated_target(manager, step))))["state"]
-  manager.close()
-  key = "ema_params" if use_ema and config.optim.get("ema_decay", 0) > 0 else "params"
+  key = "ema_params" if train_state.params_kind(config, use_ema) == "ema" else "params"
+  state_dir = epath.Path(manager.directory) / str(step) / "state"
+  target = {key: _replicated_target(state_dir, key)}
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True))
   return restored[key], step, config

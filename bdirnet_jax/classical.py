@@ -21,8 +21,6 @@ is the 5-point Laplacian's transfer function. The MMSE (Wiener) filter is then
 i.e. skimage's `wiener` with `reg` = sqrt(L) and `balance = s2 / (2 g2)`, where s2 = noise_sigma^2 + 1/(12*255^2)
 (the added Gaussian noise plus the uint8 rounding of the blurred image).
 """
-from __future__ import annotations
-
 import numpy as np
 
 BASELINES = ("input", "wiener_oracle", "rl_oracle", "unsupervised_wiener")

@@ -1,17 +1,19 @@
 """Checks a config before anything is compiled, failing with one readable line naming the key.
 
 A bad value otherwise surfaces minutes later as an XLA shape error or a Python TypeError deep in the loop. Configs
-loaded from JSON (DIR/config.json) are not type-safe, so types are checked here too.
+loaded from JSON (DIR/config.json) are not type-safe, so types are checked here too. A rule that a module enforces
+itself (model fields, mesh shape, dataset policies, blur families, the batch split) lives in that module; this file
+only calls it early (`_owned`).
 """
 import ml_collections
 
 from bdirnet_jax import losses
+from bdirnet_jax import sharding
 from bdirnet_jax import train_state
 from bdirnet_jax.models import bdirnet as bdirnet_lib
 from bdirnet_jax.models import said as said_lib
 
 _POSITIVE_INTS = ("batch_size", "num_train_steps", "checkpoint_every_steps", "log_every_steps")
-_BLUR_FAMILIES = ("trajectory", "linear", "gaussian", "defocus", "mixed")
 
 
 class ConfigError(ValueError):
@@ -21,6 +23,14 @@ class ConfigError(ValueError):
 def _check(cond, msg):
   if not cond:
     raise ConfigError(msg)
+
+
+def _owned(check, *args):
+  """Runs a module's own check now; its ValueError (which names the config key) becomes a ConfigError."""
+  try:
+    return check(*args)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
 
 
 def _get(config, path):
@@ -75,23 +85,12 @@ def _choice(config, path, choices):
 
 
 def _validate_model(config):
-  _choice(config, "model.preset", bdirnet_lib.PRESETS)
-  try:
-    kwargs = bdirnet_lib.model_kwargs(config.model)  # raises on an unknown field
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
+  _get(config, "model")
+  kwargs = _owned(bdirnet_lib.model_kwargs, config.model)  # preset, known fields, block lists, embed_pool
   for key in ("width", "proj_dim"):
     _int(config, f"model.{key}", minimum=1, optional=True)
   _int(config, "model.middle_blocks", minimum=0, optional=True)
-  for key in ("enc_blocks", "dec_blocks"):
-    value = kwargs[key]
-    _check(isinstance(value, (tuple, list)) and len(value) > 0 and all(_is_int(v) and v >= 0 for v in value),
-           f"config.model.{key} must be a non-empty sequence of integers >= 0, got {value!r}")
-  _check(len(kwargs["enc_blocks"]) == len(kwargs["dec_blocks"]), "config.model.enc_blocks and "
-         f"config.model.dec_blocks must have the same length, got {kwargs['enc_blocks']} and {kwargs['dec_blocks']}")
   _choice(config, "model.said", said_lib.SAID_MODES)
-  if "embed_pool" in config.model:
-    _choice(config, "model.embed_pool", ("project_then_mean", "mean"))
   for key in ("said_skips", "said_learned_mix", "sair", "global_residual", "identity_residual", "scan", "remat"):
     if key in config.model:
       _bool(config, f"model.{key}")
@@ -139,12 +138,13 @@ def _validate_dataset(config, downsample_factor):
   _check(_is_int(crop) and crop > 0 and crop % downsample_factor == 0,
          f"config.{ds}.crop_size must be a positive multiple of the model's downsampling factor "
          f"{downsample_factor}, got {crop!r}")
-  _choice(config, f"{ds}.small_image_policy", ("pad", "reject"))
   for key in ("augment", "on_the_fly_blur", "auto_prepare"):
     if key in config.dataset:
       _bool(config, f"{ds}.{key}")
+  _get(config, f"{ds}.small_image_policy")
+  from bdirnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  _owned(input_pipeline.check_dataset, config.dataset)  # small_image_policy, blur_family
   if config.dataset.get("on_the_fly_blur", False):
-    _choice(config, f"{ds}.blur_family", _BLUR_FAMILIES)
     _int(config, f"{ds}.kernel_size", minimum=3)
   if "noise_sigma" in config.dataset:
     _number(config, f"{ds}.noise_sigma", low=0)
@@ -167,12 +167,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
       _int(config, key, minimum=0)
   if "async_checkpointing" in config:
     _bool(config, "async_checkpointing")
-  _choice(config, "compute_dtype", bdirnet_lib.DTYPES)
+  _owned(bdirnet_lib.compute_dtype, _get(config, "compute_dtype"))
   _choice(config, "nan_policy", ("stop", "skip"))
-  mesh_shape = _get(config, "mesh_shape")
-  _check(isinstance(mesh_shape, (tuple, list)) and len(mesh_shape) == 2
-         and all(_is_int(s) and (s == -1 or s > 0) for s in mesh_shape) and list(mesh_shape).count(-1) <= 1,
-         f"config.mesh_shape must be (data, model) sizes > 0 with at most one -1, got {mesh_shape!r}")
+  _owned(sharding.resolve_mesh_shape, _get(config, "mesh_shape"))
   kwargs = _validate_model(config)
   _validate_loss(config)
   _validate_optim(config)
@@ -182,8 +179,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
 def validate_for_mesh(config: ml_collections.ConfigDict, mesh) -> None:
   """The checks that need the device count: the global batch is split evenly over devices and processes."""
   import jax  # pylint: disable=g-import-not-at-top
-  data = mesh.shape["data"]
+  from bdirnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  data = mesh.shape[sharding.DATA_AXIS]
   _check(config.batch_size % data == 0, f"config.batch_size={config.batch_size} is not divisible by the "
          f"{data} devices of the mesh's data axis")
-  _check(config.batch_size % jax.process_count() == 0, f"config.batch_size={config.batch_size} is not "
-         f"divisible by the {jax.process_count()} processes")
+  _owned(input_pipeline.local_batch_size, config.batch_size, jax.process_count())

@@ -27,6 +27,8 @@ from bdirnet_jax import config_validation
 from bdirnet_jax import inference
 from bdirnet_jax import metrics as metrics_lib
 from bdirnet_jax import sharding as sharding_lib
+from bdirnet_jax import train_state
+from bdirnet_jax import train_step
 
 EVAL_DIR = "eval"
 GRID_ROW_HEIGHT = 192
@@ -213,7 +215,7 @@ class _Batcher:
     if all("sharp" in e for e in examples):
       scores = self.protocol.score(out, examples)
       # The blurred input under the same protocol: what the network has to beat.
-      input_scores = self.protocol.score(jnp.asarray(blurry_host, jnp.float32) / 255.0, examples)
+      input_scores = self.protocol.score(train_step.to_float(jnp.asarray(blurry_host)), examples)
     out_host = np.asarray(jax.device_get(out)) if any(e["want_grid"] for e in examples) else None
     for i, e in enumerate(examples):
       entry: dict[str, Any] = {"image_id": e["image_id"], "height": int(hw[0]), "width": int(hw[1])}
@@ -369,8 +371,8 @@ def evaluate(workdir: str, config: ml_collections.ConfigDict | None = None, *, u
   workdir = epath.Path(workdir)
   restored = restored or inference.load(str(workdir), use_ema=use_ema, step=step, bf16=bf16)
   config = config if config is not None else restored.config
-  params_kind = "ema" if use_ema and restored.config.optim.get("ema_decay", 0) > 0 else "raw"
-  results = _evaluate_restored(restored, config, workdir, params_kind=params_kind, bf16=bf16, max_images=max_images)
+  results = _evaluate_restored(restored, config, workdir, params_kind=train_state.params_kind(restored.config, use_ema),
+                               bf16=bf16, max_images=max_images)
   if jax.process_index() == 0:
     _write_scalars(str(workdir), restored.step, results)
   return results

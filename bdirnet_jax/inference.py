@@ -10,6 +10,7 @@ import numpy as np
 
 from bdirnet_jax import checkpoint
 from bdirnet_jax import sharding as sharding_lib
+from bdirnet_jax import train_step
 from bdirnet_jax.models import BDIRNet, create_model
 
 
@@ -67,8 +68,7 @@ def deblur_fn(model: BDIRNet) -> Callable[[Any, jax.Array], jax.Array]:
   """
 
   def fn(params, images):
-    x = images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images.astype(jnp.float32)
-    out = model.apply({"params": params}, x, method=model.deblur)
+    out = model.apply({"params": params}, train_step.to_float(images), method=model.deblur)
     return jnp.clip(out.astype(jnp.float32), 0.0, 1.0)
 
   return fn

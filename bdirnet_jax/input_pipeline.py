@@ -1,6 +1,6 @@
 """Grain input pipeline: TFDS ArrayRecord sources -> per-process numpy batches -> global jax.Arrays.
 
-Training pipeline (``create_train_iterator``), all index-based so it is deterministic for a seed
+Training pipeline (`create_train_iterator`), all index-based so it is deterministic for a seed
 and independent of the number of worker processes:
 
   MapDataset.source(src)[process_index::process_count]   # disjoint per-process share
@@ -12,33 +12,29 @@ and independent of the number of worker processes:
 
 Checkpointing the iterator state
 --------------------------------
-``get_state()`` returns a small JSON-serialisable dict; ``set_state()`` on a freshly created
-iterator (same config, same ``num_workers``) resumes with exactly the batches that would have come
-next. The iterators are ``grain.DatasetIterator`` s, so grain's Orbax handler works with them; it
-writes one ``process_<i>-of-<n>.json`` per process (correct for multi-host, unlike a plain
-``ocp.args.JsonSave``, which only the primary host writes)::
+`get_state()` returns a small JSON-serialisable dict; `set_state()` on a freshly created
+iterator (same config, same `num_workers`) resumes with exactly the batches that would have come
+next. The iterators are `grain.DatasetIterator`s, so grain's Orbax handler saves them, one
+`process_<i>-of-<n>.json` per process; checkpoint.py uses it as:
 
   mngr.save(step, args=ocp.args.Composite(
     state=ocp.args.StandardSave(train_state),
-    data=grain.checkpoint.CheckpointSave(it)))          # == grain.python.PyGrainCheckpointSave
+    data=grain.checkpoint.CheckpointSave(it)))
   restored = mngr.restore(step, args=ocp.args.Composite(
     state=ocp.args.StandardRestore(abstract_state),
-    data=grain.checkpoint.CheckpointRestore(it)))       # sets the state of ``it`` in place
+    data=grain.checkpoint.CheckpointRestore(it)))       # sets the state of `it` in place
 
-``it`` may be the grain iterator itself or the ``prefetch_to_device`` wrapper. Save the wrapper
-when you use one: it reports the state *of the next batch it will hand out*, whereas the grain
-iterator underneath has already been advanced ``size`` batches. Without Orbax, save
-``json.dumps(it.get_state())`` per process and call ``it.set_state(json.loads(...))``.
+where `it` is the `prefetch_to_device` wrapper: it reports the state of the next batch it will hand
+out, whereas the grain iterator underneath has already been advanced `size` batches. Without
+Orbax, save `json.dumps(it.get_state())` per process and call `it.set_state(json.loads(...))`.
 """
 
-from __future__ import annotations
-
 import collections
-import logging
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 from absl import flags
+from absl import logging
 
 import grain
 import jax
@@ -68,9 +64,9 @@ AUTO_PREPARABLE = ("synthetic_blur",)
 
 
 def open_source(ds_cfg, split: str | None = None):
-  """Random-access TFDS source (ArrayRecord) for ``ds_cfg``; never imports TensorFlow itself.
+  """Random-access TFDS source (ArrayRecord) for `ds_cfg`; never imports TensorFlow itself.
 
-  With ``ds_cfg.auto_prepare`` a missing ``synthetic_blur`` dataset is built on first use (in
+  With `ds_cfg.auto_prepare` a missing `synthetic_blur` dataset is built on first use (in
   multi-host runs prepare it beforehand: every process would build it otherwise).
   """
   import tensorflow_datasets as tfds  # lazy: heavy, and only needed for real datasets
@@ -161,12 +157,24 @@ def _fit_to_crop(images: dict[str, np.ndarray], crop: int, policy: str, iid: str
       f"image {iid!r} is {h}x{w}, smaller than crop_size {crop} "
       "(small_image_policy='reject'; use 'pad' to reflect-pad it)"
     )
-  if policy != "pad":
-    raise ValueError(f"small_image_policy must be 'pad' or 'reject', got {policy!r}")
   ph, pw = max(0, crop - h), max(0, crop - w)
   pads = ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0))
   # 'symmetric' (edge pixel repeated) works for any pad width, even wider than the image.
   return {k: np.pad(v, pads, mode="symmetric") for k, v in images.items()}
+
+
+SMALL_IMAGE_POLICIES = ("pad", "reject")
+
+
+def check_dataset(ds_cfg) -> None:
+  """The training pipeline's rules on `config.dataset`, named by key: TrainTransform runs them when it is built
+  (not inside a worker), config_validation before anything is compiled."""
+  policy = ds_cfg.get("small_image_policy", "pad")
+  if policy not in SMALL_IMAGE_POLICIES:
+    raise ValueError(f"config.dataset.small_image_policy must be one of {sorted(SMALL_IMAGE_POLICIES)}, got "
+                     f"{policy!r}")
+  if ds_cfg.get("on_the_fly_blur", False):
+    blur.check_families([ds_cfg.get("blur_family", blur.MIXED)], "config.dataset.blur_family")
 
 
 class TrainTransform:
@@ -174,13 +182,14 @@ class TrainTransform:
   when the device synthesises the blur. All randomness comes from grain's per-index RNG."""
 
   def __init__(self, ds_cfg):
+    check_dataset(ds_cfg)
     self.crop = int(ds_cfg.crop_size)
     self.policy = str(ds_cfg.get("small_image_policy", "pad"))
     self.augment = bool(ds_cfg.get("augment", True))
     self.on_the_fly = bool(ds_cfg.get("on_the_fly_blur", False))
     self.family = str(ds_cfg.get("blur_family", blur.MIXED))
     self.kernel_size = int(ds_cfg.get("kernel_size", 31))
-    if self.on_the_fly:  # fail at construction, not inside a worker
+    if self.on_the_fly:  # a kernel size that cannot work fails here, not inside a worker
       blur.sample_kernel(np.random.default_rng(0), self.family, self.kernel_size)
 
   def __call__(self, record: Mapping[str, Any], rng: np.random.Generator) -> Batch:
@@ -215,8 +224,8 @@ class TrainTransform:
 
 
 class EvalTransform:
-  """Full-size example with a str image_id; no randomness. Records with a ``variant`` field
-  (several blurs of one photo, as in synthetic_blur) get ``<image_id>#<variant>`` so that ids
+  """Full-size example with a str image_id; no randomness. Records with a `variant` field
+  (several blurs of one photo, as in synthetic_blur) get `<image_id>#<variant>` so that ids
   stay unique (per-image outputs would otherwise overwrite each other)."""
 
   def __call__(self, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -250,6 +259,13 @@ def _shard(ds: grain.MapDataset, pi: int, pc: int, n: int) -> grain.MapDataset:
   return ds[pi::pc]
 
 
+def local_batch_size(batch_size: int, process_count: int) -> int:
+  """This process's share of the global batch; config_validation asks it before anything is compiled."""
+  if batch_size % process_count:
+    raise ValueError(f"config.batch_size={batch_size} is not divisible by the {process_count} processes")
+  return batch_size // process_count
+
+
 def _derived_seed(*parts: int) -> int:
   return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
@@ -257,19 +273,15 @@ def _derived_seed(*parts: int) -> int:
 def create_train_iterator(
   config, source=None, *, process_index: int | None = None, process_count: int | None = None
 ) -> grain.DatasetIterator:
-  """Infinite iterator of this process's batches: ``{"blurry", "sharp"}`` uint8
-  [B_local, crop, crop, 3], or ``{"sharp", "kernel"}`` (kernel float32 [B_local, K, K]) with
-  ``on_the_fly_blur``. ``source`` defaults to ``open_source(config.dataset)``.
+  """Infinite iterator of this process's batches: `{"blurry", "sharp"}` uint8
+  [B_local, crop, crop, 3], or `{"sharp", "kernel"}` (kernel float32 [B_local, K, K]) with
+  `on_the_fly_blur`. `source` defaults to `open_source(config.dataset)`.
 
-  Optional ``config.dataset.num_threads`` (default 2): threads per process that build batches.
+  Optional `config.dataset.num_threads` (default 2): threads per process that build batches.
   """
   ds_cfg = config.dataset
   pi, pc = _process_defaults(process_index, process_count)
-  if config.batch_size % pc:
-    raise ValueError(
-      f"batch_size {config.batch_size} is not divisible by process_count {pc}"
-    )
-  local_bs = config.batch_size // pc
+  local_bs = local_batch_size(config.batch_size, pc)
   if source is None:
     source = open_source(ds_cfg)
   seed = int(config.seed)
@@ -304,9 +316,9 @@ def _to_iterator(ds: grain.MapDataset, ds_cfg) -> grain.DatasetIterator:
 def create_eval_iterator(
   ds_cfg, source=None, *, process_index: int = 0, process_count: int = 1
 ) -> grain.DatasetIterator:
-  """One full-size example at a time, in source order: ``{"blurry", "sharp"?, "image_id"}``;
+  """One full-size example at a time, in source order: `{"blurry", "sharp"?, "image_id"}`;
   process i of n gets examples i, i+n, ... (strided, so every process gets a similar count).
-  ``source`` defaults to ``open_source(ds_cfg)`` (i.e. split ``ds_cfg.split``)."""
+  `source` defaults to `open_source(ds_cfg)` (i.e. split `ds_cfg.split`)."""
   pi, pc = _process_defaults(process_index, process_count)
   if source is None:
     source = open_source(ds_cfg)
@@ -341,13 +353,14 @@ def make_global_batch(local_batch: Mapping[str, Any], sharding: jax.sharding.Sha
 
 
 class DevicePrefetchIterator(grain.DatasetIterator):
-  """Keeps ``size`` global batches in flight (transfers are async), so the step never waits for
+  """Keeps `size` global batches in flight (transfers are async), so the step never waits for
   host->device copies. Its state is that of the next batch it returns, not of the iterator
-  underneath (which runs ``size`` batches ahead), so checkpoints resume exactly."""
+  underneath (which runs `size` batches ahead), so checkpoints resume exactly."""
 
   def __init__(self, iterator: Iterator[Batch], size: int, sharding: jax.sharding.Sharding):
-    # Any iterator with get_state/set_state (grain's, or a custom one such as tests' PairIterator) is resumable.
-    self._stateful = hasattr(iterator, "get_state") and hasattr(iterator, "set_state")
+    # Any iterator with get_state/set_state (grain's, or a custom one such as tests' PairIterator) is resumable;
+    # the training loop saves and restores the data position only for those.
+    self.stateful = hasattr(iterator, "get_state") and hasattr(iterator, "set_state")
     super().__init__(iterator if isinstance(iterator, grain.DatasetIterator) else ())
     self._it = iterator
     self._size = max(1, int(size))
@@ -357,7 +370,7 @@ class DevicePrefetchIterator(grain.DatasetIterator):
 
   def _fill(self) -> None:
     while len(self._queue) < self._size and not self._exhausted:
-      state = self._it.get_state() if self._stateful else None
+      state = self._it.get_state() if self.stateful else None
       try:
         local = next(self._it)
       except StopIteration:
@@ -374,12 +387,12 @@ class DevicePrefetchIterator(grain.DatasetIterator):
     return batch
 
   def get_state(self) -> dict[str, Any]:
-    if not self._stateful:
+    if not self.stateful:
       raise TypeError("the wrapped iterator has no get_state()")
     return self._queue[0][0] if self._queue else self._it.get_state()
 
   def set_state(self, state: dict[str, Any]) -> None:
-    if not self._stateful:
+    if not self.stateful:
       raise TypeError("the wrapped iterator has no set_state()")
     self._queue.clear()
     self._exhausted = False
@@ -394,16 +407,3 @@ def prefetch_to_device(
 ) -> DevicePrefetchIterator:
   """Wrap a local-batch iterator into one of global, device-resident batches (see the class)."""
   return DevicePrefetchIterator(iterator, size, sharding)
-
-
-__all__: Sequence[str] = (
-  "SourceNotAvailableError",
-  "open_source",
-  "create_train_iterator",
-  "create_eval_iterator",
-  "make_global_batch",
-  "prefetch_to_device",
-  "DevicePrefetchIterator",
-  "TrainTransform",
-  "EvalTransform",
-)

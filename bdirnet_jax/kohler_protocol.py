@@ -1,30 +1,28 @@
-"""Köhler et al. (ECCV 2012) evaluation protocol (``KOHLER_PROTOCOL = "kohler_eccv12"``), on the device.
+"""Köhler et al. (ECCV 2012) evaluation protocol (`KOHLER_PROTOCOL = "kohler_eccv12"`), on the device.
 
-A port of the benchmark's ``eval_image.m`` (PSNR) and ``get_best_metric_value2.m``. The blurred shot integrates
+A port of the benchmark's `eval_image.m` (PSNR) and `get_best_metric_value2.m`. The blurred shot integrates
 ~199 sharp frames recorded along the camera shake, so no single frame is "the" ground truth: the official score
 is the best match over all frames, each after undoing exposure and position differences. For every frame x:
-  1. least-squares gain of the output z onto the frame, ``zs = (sum(x*z) / sum(z*z)) * z`` (uint8 values, no
+  1. least-squares gain of the output z onto the frame, `zs = (sum(x*z) / sum(z*z)) * z` (uint8 values, no
      clipping or rounding of zs);
-  2. integer translation by DFT registration (``dftregistration(fft2(mean(x, 3)), fft2(mean(zs, 3)), 1)``):
+  2. integer translation by DFT registration (`dftregistration(fft2(mean(x, 3)), fft2(mean(zs, 3)), 1)`):
      the peak of the circular cross-correlation of the channel means, first maximum in MATLAB's column-major
      order, peaks past the half size wrapped to negative shifts;
-  3. ``imshift(zs, shift, 'same')`` with zero fill, and the frame multiplied by the same shifted mask of ones;
+  3. `imshift(zs, shift, 'same')` with zero fill, and the frame multiplied by the same shifted mask of ones;
   4. PSNR (peak 255) on luminance Y = 0.299 R + 0.587 G + 0.114 B, MSE over the whole HxW (masked-out pixels
      are zero in both images).
-The image's score is the maximum over frames. Shake (1, 3) uses frames 1-29 and 31-198 (``eval_image.m``: "ground
-truth image of (1,3) is missing"), see ``frame_mask``.
+The image's score is the maximum over frames. Shake (1, 3) uses frames 1-29 and 31-198 (`eval_image.m`: "ground
+truth image of (1,3) is missing"), see `frame_mask`.
 
 Deviations, documented:
   * float32 on the device instead of MATLAB's float64; the correlation is computed on mean-centred channel means
     (a constant offset of the correlation, so the same peak) to keep float32 accurate. Within 0.05 dB of a float64
     port in tests.
-  * A black output (``sum(z*z) == 0``) makes MATLAB's gain 0/0 = NaN; here the gain is 0, the shift (0, 0), so
-    the score is the PSNR of a black image against the frame: finite, and the image is flagged ``degenerate``.
-  * ``ssim`` is not part of the official PSNR protocol (Köhler's tables use multi-scale SSIM): it is Gaussian
-    11x11 SSIM (``metrics.ssim``, data range 255) on Y of the registered pair of the best-PSNR frame.
+  * A black output (`sum(z*z) == 0`) makes MATLAB's gain 0/0 = NaN; here the gain is 0, the shift (0, 0), so
+    the score is the PSNR of a black image against the frame: finite, and the image is flagged `degenerate`.
+  * `ssim` is not part of the official PSNR protocol (Köhler's tables use multi-scale SSIM): it is Gaussian
+    11x11 SSIM (`metrics.ssim`, data range 255) on Y of the registered pair of the best-PSNR frame.
 """
-
-from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
@@ -114,12 +112,12 @@ def score(restored, frames, *, mask=None, batch_size: int = DEFAULT_BATCH) -> di
   Args:
     restored: uint8 [H, W, 3], the deblurred image (quantised, as the official code requires).
     frames: uint8 [N, H, W, 3], the shake's ground-truth frames in order.
-    mask: optional bool [N], frames to consider (``frame_mask``); the others never win.
+    mask: optional bool [N], frames to consider (`frame_mask`); the others never win.
     batch_size: frames per device call (one compilation per image size).
 
   Returns:
-    ``psnr`` (max over frames), ``frame`` (0-based index of the best frame), ``shift`` ((row, col) applied to
-    the output), ``gain``, ``ssim`` (see module docstring), ``degenerate`` (black output).
+    `psnr` (max over frames), `frame` (0-based index of the best frame), `shift` ((row, col) applied to
+    the output), `gain`, `ssim` (see module docstring), `degenerate` (black output).
   """
   restored = np.asarray(restored)
   frames = np.asarray(frames)

@@ -1,21 +1,19 @@
 """PSNR / SSIM in JAX: scikit-image's 2-D SSIM and MATLAB's 3-D SSIM, both jitted.
 
 Published deblurring numbers move by up to ~0.6 dB (and SSIM by up to ~0.2) between protocols, so every number
-belongs to a named protocol (the table is ``bdirnet_jax.evaluate.PROTOCOLS``):
-  * ``gopro_matlab`` (GoPro / HIDE tables of Restormer, MPRNet, NAFNet): output rounded to uint8, ``psnr`` and
-    ``ssim_3d``, MATLAB's ``ssim`` on an HxWx3 volume.
-  * ``rgb_uint8_gauss11`` (``DEFAULT_PROTOCOL``, any other dataset): output rounded to uint8, ``psnr`` and
-    ``ssim``, scikit-image's per-channel 2-D SSIM.
-The RealBlur and Köhler protocols live in ``realblur_protocol`` and ``kohler_protocol``.
+belongs to a named protocol (the table is `bdirnet_jax.evaluate.PROTOCOLS`):
+  * `gopro_matlab` (GoPro / HIDE tables of Restormer, MPRNet, NAFNet): output rounded to uint8, `psnr` and
+    `ssim_3d`, MATLAB's `ssim` on an HxWx3 volume.
+  * `rgb_uint8_gauss11` (`DEFAULT_PROTOCOL`, any other dataset): output rounded to uint8, `psnr` and
+    `ssim`, scikit-image's per-channel 2-D SSIM.
+The RealBlur and Köhler protocols live in `realblur_protocol` and `kohler_protocol`.
 
-All metrics accept ``HxWxC`` (returns a scalar) or ``NxHxWxC`` (returns shape ``[N]``), uint8 or float, and run
-under ``jax.jit``. They compute in float32 (JAX's default) yet agree with float64 references to ~1e-5: SSIM
+All metrics accept `HxWxC` (returns a scalar) or `NxHxWxC` (returns shape `[N]`), uint8 or float, and run
+under `jax.jit`. They compute in float32 (JAX's default) yet agree with float64 references to ~1e-5: SSIM
 variances are taken about a per-image mean shift (which the statistics are invariant to) so
-``E[x^2] - E[x]^2`` does not cancel catastrophically, and every image-wide mean uses pairwise summation instead of
+`E[x^2] - E[x]^2` does not cancel catastrophically, and every image-wide mean uses pairwise summation instead of
 a running float32 sum.
 """
-
-from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
@@ -65,7 +63,7 @@ def _as_batched(x, y):
 
 
 def _pairwise_sum(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
-  """Tree summation over ``axes``: error grows like log(n) rather than n in float32.
+  """Tree summation over `axes`: error grows like log(n) rather than n in float32.
 
     XLA's reduction order is unspecified; a sequential float32 sum over a 720x1280x3 image may drift
     by up to ~n*eps, while the tree keeps the error near log2(n)*eps, well inside the 1e-4 budget.
@@ -90,7 +88,7 @@ def _pairwise_mean(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
 def _filter_valid(img: jax.Array, taps: jax.Array) -> jax.Array:
   """Separable correlation over H and W of [N,H,W,C], keeping only the fully-covered outputs.
 
-    scikit-image filters with mode='reflect' and then crops ``(win_size - 1) // 2`` pixels from every
+    scikit-image filters with mode='reflect' and then crops `(win_size - 1) // 2` pixels from every
     side before averaging; the surviving pixels are exactly those whose window never touches the
     border, so the padding never matters and a 'valid' correlation gives bit-for-bit the same region.
     Done with shifted slices rather than a conv so GPUs cannot silently drop to TF32.
@@ -104,9 +102,9 @@ def _filter_valid(img: jax.Array, taps: jax.Array) -> jax.Array:
 
 @jax.jit
 def psnr(x, y, data_range=255.0):
-  """Peak signal-to-noise ratio in dB, as ``skimage.metrics.peak_signal_noise_ratio``.
+  """Peak signal-to-noise ratio in dB, as `skimage.metrics.peak_signal_noise_ratio`.
 
-    Identical images give ``inf`` (MSE 0), as scikit-image does; averaging over a test set then
+    Identical images give `inf` (MSE 0), as scikit-image does; averaging over a test set then
     yields inf, which is the honest answer rather than an arbitrary cap.
     """
   x, y, unbatched = _as_batched(x, y)
@@ -118,11 +116,11 @@ def psnr(x, y, data_range=255.0):
 
 @jax.jit
 def ssim(x, y, data_range=255.0):
-  """Mean SSIM, as ``skimage.metrics.structural_similarity(x, y, gaussian_weights=True,
-    sigma=1.5, use_sample_covariance=False, data_range=data_range, channel_axis=-1)``.
+  """Mean SSIM, as `skimage.metrics.structural_similarity(x, y, gaussian_weights=True,
+    sigma=1.5, use_sample_covariance=False, data_range=data_range, channel_axis=-1)`.
 
     Per-channel mean SSIM over the valid (border-cropped) region, then the mean over channels.
-    Like scikit-image, images smaller than the 11x11 window raise ``ValueError``.
+    Like scikit-image, images smaller than the 11x11 window raise `ValueError`.
     """
   x, y, unbatched = _as_batched(x, y)
   h, w = x.shape[1], x.shape[2]
@@ -162,7 +160,7 @@ def _ssim_map(dx, dy, mx, my, filt, data_range):
 def _filter_same_replicate(img: jax.Array, taps: jax.Array) -> jax.Array:
   """Separable correlation over H, W and C of [N,H,W,C] with replicate padding and 'same' output size.
 
-  MATLAB's ``imgaussfilt3(..., 'Padding', 'replicate')`` (and NAFNet's replicate-padded Conv3d): the window also
+  MATLAB's `imgaussfilt3(..., 'Padding', 'replicate')` (and NAFNet's replicate-padded Conv3d): the window also
   runs across the channel axis, where a 3-channel image is padded to 3 + 10 with copies of its first/last channel.
   """
   k = taps.shape[0]
@@ -178,12 +176,12 @@ def _filter_same_replicate(img: jax.Array, taps: jax.Array) -> jax.Array:
 
 @jax.jit
 def ssim_3d(x, y, data_range=255.0):
-  """MATLAB's ``ssim(x, y)`` on HxWx3 images: the SSIM of a 3-D volume, as GoPro/HIDE tables report it.
+  """MATLAB's `ssim(x, y)` on HxWx3 images: the SSIM of a 3-D volume, as GoPro/HIDE tables report it.
 
   One 11x11x11 Gaussian window (sigma 1.5) that also runs across the channels, replicate padding, K1 0.01,
-  K2 0.03, the mean over the whole map with no border crop (NAFNet's ``_ssim_3d``, MATLAB's default 'SSS').
-  Scikit-image's per-channel ``ssim`` is a different number (0.01 to 0.2 lower on blurred pairs), so numbers
-  compared with published GoPro/HIDE tables must come from this one. Batched like ``ssim``.
+  K2 0.03, the mean over the whole map with no border crop (NAFNet's `_ssim_3d`, MATLAB's default 'SSS').
+  Scikit-image's per-channel `ssim` is a different number (0.01 to 0.2 lower on blurred pairs), so numbers
+  compared with published GoPro/HIDE tables must come from this one. Batched like `ssim`.
   """
   x, y, unbatched = _as_batched(x, y)
   dtype = x.dtype
@@ -200,7 +198,7 @@ def ssim_3d(x, y, data_range=255.0):
 
 @jax.jit
 def to_uint8(image_float01):
-  """Quantises a [0, 1] float image the way NAFNet's ``tensor2img`` does (clip, x255, round half
+  """Quantises a [0, 1] float image the way NAFNet's `tensor2img` does (clip, x255, round half
     to even, cast), so our scores are on the same footing as the saved PNGs published methods
     evaluated."""
   x = jnp.clip(jnp.asarray(image_float01, jnp.float32), 0.0, 1.0)

@@ -1,13 +1,13 @@
-"""RealBlur evaluation protocol (``REALBLUR_PROTOCOL = "realblur_ecc"``), host side (numpy + OpenCV).
+"""RealBlur evaluation protocol (`REALBLUR_PROTOCOL = "realblur_ecc"`), host side (numpy + OpenCV).
 
-A port of rimchang/RealBlur ``evaluation_RealBlur_ecc.py``. RealBlur's ground truth comes from a second
+A port of rimchang/RealBlur `evaluation_RealBlur_ecc.py`. RealBlur's ground truth comes from a second
 camera, so outputs are only comparable after undoing the residual intensity and geometric mismatch:
 the output is scaled by least squares to the ground truth, aligned to it with ECC (homography), and
 scored only over the pixels the warp could fill. Numbers from this protocol are not comparable with
-``metrics.DEFAULT_PROTOCOL`` numbers.
+`metrics.DEFAULT_PROTOCOL` numbers.
 
 Kept from the original, deliberately:
-  * ECC runs on grayscale float32 with ``termination_eps = 0`` (so always 100 iterations unless it
+  * ECC runs on grayscale float32 with `termination_eps = 0` (so always 100 iterations unless it
     raises), gaussFiltSize 5, identity initial warp; template = ground truth, input = scaled output.
   * The output is warped with INTER_CUBIC + WARP_INVERSE_MAP and BORDER_REFLECT; the validity mask is
     the warp of ones with INTER_NEAREST and a zero border; both images are multiplied by the mask.
@@ -20,15 +20,13 @@ Deviations, documented:
   * The original pins scikit-image 0.17.2 / OpenCV 4.2.0; we run whatever is installed. The SSIM map
     is computed from float64 copies because 0.17.2 always filtered in float64 (newer versions keep
     float32). ECC in another OpenCV version may stop at a slightly different warp.
-  * When ECC raises ``cv2.error`` (diverged / ill-conditioned) or returns a non-finite warp, the
-    original script crashes; we fall back to the identity warp and report ``ecc_failed=True`` so a
+  * When ECC raises `cv2.error` (diverged / ill-conditioned) or returns a non-finite warp, the
+    original script crashes; we fall back to the identity warp and report `ecc_failed=True` so a
     whole test-set run survives and the affected images can be listed.
-  * The original reads the restored image from a saved 8-bit PNG. ``realblur_metrics`` quantises
-    the float output the same way by default (``quantize=True``, the original's ``im2uint8``
+  * The original reads the restored image from a saved 8-bit PNG. `realblur_metrics` quantises
+    the float output the same way by default (`quantize=True`, the original's `im2uint8`
     rounding), so scores match what the reference script would report for the saved file.
 """
-
-from __future__ import annotations
 
 import dataclasses
 
@@ -56,14 +54,14 @@ class Alignment:
 
 
 def im2uint8_float01(image: np.ndarray) -> np.ndarray:
-  """The original's ``im2uint8`` (clip, +0.5, truncate), returned as float32 / 255: what reading the
+  """The original's `im2uint8` (clip, +0.5, truncate), returned as float32 / 255: what reading the
     saved PNG back gives the reference script."""
   u8 = (np.clip(np.asarray(image, np.float32) * 255, 0, 255) + 0.5).astype(np.uint8)
   return u8.astype(np.float32) / 255
 
 
 def image_align(deblurred: np.ndarray, gt: np.ndarray) -> Alignment:
-  """Intensity-matches and ECC-aligns ``deblurred`` to ``gt`` (both float32 HxWx3 in [0, 1])."""
+  """Intensity-matches and ECC-aligns `deblurred` to `gt` (both float32 HxWx3 in [0, 1])."""
   z = np.asarray(deblurred, np.float32)
   x = np.asarray(gt, np.float32)
   # Least-squares gain: the two cameras' exposures differ, which should not count as error. A black output
@@ -131,7 +129,7 @@ def masked_psnr(image_true, image_test, mask, data_range=1.0) -> float:
 
 
 def masked_ssim(image_true, image_test, mask) -> float:
-  """Mask-weighted mean of the SSIM map, border of ``SSIM_CROP`` px cropped, mean over channels."""
+  """Mask-weighted mean of the SSIM map, border of `SSIM_CROP` px cropped, mean over channels."""
   _, ssim_map = structural_similarity(
     np.asarray(image_true, np.float64),
     np.asarray(image_test, np.float64),
@@ -148,10 +146,10 @@ def masked_ssim(image_true, image_test, mask) -> float:
 
 
 def realblur_metrics(restored_float01, sharp_float01, *, quantize: bool = True) -> dict:
-  """Scores one RealBlur image pair (HxWx3, RGB, [0, 1]) under ``REALBLUR_PROTOCOL``.
+  """Scores one RealBlur image pair (HxWx3, RGB, [0, 1]) under `REALBLUR_PROTOCOL`.
 
-    Returns ``dict(psnr, ssim, ecc_failed, ecc_cc, warp, scale, protocol)``; average ``psnr`` and
-    ``ssim`` over the test set, and report how many images had ``ecc_failed``.
+    Returns `dict(psnr, ssim, ecc_failed, ecc_cc, warp, scale, protocol)`; average `psnr` and
+    `ssim` over the test set, and report how many images had `ecc_failed`.
     """
   restored = np.asarray(restored_float01, np.float32)
   sharp = np.asarray(sharp_float01, np.float32)

@@ -44,10 +44,7 @@ def test_sets(data_dir: str | None, families: Sequence[str], real: Sequence[tupl
               ) -> tuple[list[ml_collections.ConfigDict], list[str]]:
   """(dataset configs to evaluate, labels of real datasets skipped because they are not prepared)."""
   from bdirnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  unknown = sorted(set(families) - set(blur.FAMILIES) - {"mixed"})
-  if unknown:
-    raise ValueError(f"--families: unknown blur families {unknown}; expected some of {list(blur.FAMILIES)} "
-                     "or 'mixed'")
+  blur.check_families(sorted(set(families)), "--families")
   sets = [_test_set(SYNTHETIC, family, data_dir, True) for family in families]
   skipped = []
   for name, config in real:

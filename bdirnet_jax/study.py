@@ -22,8 +22,6 @@ classical baselines, paired bootstrap intervals and a report.
 
 Single-process (one host, any number of local devices).
 """
-from __future__ import annotations
-
 import importlib
 import json
 import os
@@ -90,13 +88,8 @@ def validate_study(study: ml_collections.ConfigDict) -> None:
   for field in ("configs", "seeds", "train_blurs", "test_blurs", "num_train_steps"):
     if not study.get(field):
       raise ValueError(f"study.{field} is empty or missing")
-  bad = [b for b in study.train_blurs if b not in blur.FAMILIES + (blur.MIXED,)]
-  if bad:
-    raise ValueError(f"study.train_blurs: unknown families {bad}; expected some of "
-                     f"{list(blur.FAMILIES) + [blur.MIXED]}")
-  bad = [b for b in study.test_blurs if b not in blur.FAMILIES]
-  if bad:
-    raise ValueError(f"study.test_blurs: unknown families {bad}; expected some of {list(blur.FAMILIES)}")
+  blur.check_families(study.train_blurs, "study.train_blurs")
+  blur.check_families(study.test_blurs, "study.test_blurs", allow_mixed=False)
   for field in ("configs", "seeds", "train_blurs", "test_blurs"):
     if len(set(study[field])) != len(study[field]):
       raise ValueError(f"study.{field} has duplicates: {list(study[field])}")
@@ -217,9 +210,10 @@ def run_scores(workdir: epath.Path, test_sets, batch_size: int) -> tuple[int, di
   missing = [ts for ts in test_sets if cache.get(_set_key(ts), {}).get("step") != step]
   if missing:
     from bdirnet_jax import inference  # pylint: disable=g-import-not-at-top
+    from bdirnet_jax import train_state  # pylint: disable=g-import-not-at-top
     t0 = time.time()
     restored = inference.load(str(workdir), use_ema=True, step=step)
-    params = "ema" if restored.config.optim.get("ema_decay", 0) > 0 else "raw"
+    params = train_state.params_kind(restored.config)
     for ts in missing:
       outputs = network_outputs(restored, ts.blurry, batch_size)
       cache[_set_key(ts)] = {"step": step, "params": params,

@@ -18,8 +18,6 @@ Rows are dicts with `config, train_blur, seed, test_set, image_id, psnr, ssim, s
   study's bootstrap seed. Verdict: "better" when the interval is above 0, "worse" when below, otherwise
   "not distinguishable at this budget".
 """
-from __future__ import annotations
-
 import csv
 import io
 import json

@@ -17,8 +17,6 @@ with its ECC alignment (`realblur_ecc`): study numbers on real sets are not the 
 A set's `fingerprint` hashes everything that defines it (pixels, kernels, ids, protocol), so cached scores are
 reused only for exactly the same images.
 """
-from __future__ import annotations
-
 import dataclasses
 import hashlib
 import io
@@ -92,9 +90,7 @@ def synthetic_sets(families: Sequence[str], *, variants: int, max_side: int, ker
                    noise_sigma: float, photos: list[tuple[str, np.ndarray]] | None = None) -> list[TestSet]:
   """One TestSet per family (module doc); `photos` defaults to `test_photos()`."""
   from bdirnet_jax import metrics  # pylint: disable=g-import-not-at-top
-  unknown = [f for f in families if f not in blur.FAMILIES]
-  if unknown:
-    raise ValueError(f"test blur families must be among {list(blur.FAMILIES)}, got {unknown}")
+  blur.check_families(families, "test blur families", allow_mixed=False)
   photos = test_photos() if photos is None else photos
   crops = []
   for iid, photo in photos:

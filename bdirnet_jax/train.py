@@ -4,7 +4,6 @@ import os
 import signal
 import threading
 import time
-from typing import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -15,12 +14,13 @@ from etils import epath
 
 from bdirnet_jax import checkpoint
 from bdirnet_jax import config_validation
+from bdirnet_jax import input_pipeline
 from bdirnet_jax import losses
 from bdirnet_jax import sharding as sharding_lib
 from bdirnet_jax import writers
 from bdirnet_jax.models import create_model
 from bdirnet_jax.train_state import TrainState, create_optimizer, create_train_state, learning_rate_schedule
-from bdirnet_jax.train_state import schedule_steps
+from bdirnet_jax.train_state import params_kind, schedule_steps
 from bdirnet_jax.train_step import jit_train_step
 
 
@@ -28,26 +28,45 @@ class NonFiniteError(FloatingPointError):
   """Raised when config.nan_policy == 'stop' and a step had a non-finite loss or gradient."""
 
 
-class _TerminationFlag:
-  """Turns SIGTERM into a flag the loop checks between steps, so it can save before exiting."""
+class _Preemption:
+  """SIGTERM (preemption) as the step at which the loop saves and stops.
+
+  Several processes: jax.distributed.initialize has installed jax's own SIGTERM notifier, and orbax's
+  `reached_preemption` (jax's preemption sync point) turns True on every process at the same step, so all of them
+  save that step and stop together; a handler of ours would replace jax's. One process has no coordination service,
+  hence no notifier: a handler turns SIGTERM into a flag read between steps, installed from the start so that a
+  SIGTERM during restore or compilation still ends in a save.
+  """
 
   def __init__(self):
-    self.requested = False
+    self.stopped = False
+    self._signalled = False
     self._previous = None
+    self._synced = False
 
   def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
+    self._synced = jax.process_count() > 1
+    if not self._synced and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self
 
   def _handle(self, signum, frame):
     del frame
     logging.warning("Received signal %d: saving a checkpoint at the current step, then exiting.", signum)
-    self.requested = True
+    self._signalled = True
 
   def __exit__(self, *exc):
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
+
+  def reached(self, step: int, manager) -> bool:
+    """Whether to save `step` and stop; with several processes every process must ask at every step."""
+    if not self._synced:
+      self.stopped = self._signalled
+    elif manager.reached_preemption(step):
+      logging.warning("Preemption notice: every process saves step %d, then exits.", step)
+      self.stopped = True
+    return self.stopped
 
 
 def init_state_fn(model, tx, config):
@@ -74,19 +93,6 @@ def create_state(config, mesh, rng):
   shardings = sharding_lib.state_sharding(abstract, mesh)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
   return model, tx, abstract, shardings, jax.jit(init, out_shardings=shardings)
-
-
-def _batches_with_state(iterator, mesh, size: int) -> Iterator:
-  """Yields (global device batch, iterator state after that batch), keeping `size` batches in flight.
-
-  The state is the prefetcher's, i.e. the position of the next batch it will hand out, not of the iterator
-  underneath (which runs `size` batches ahead), so a checkpoint resumes exactly after the last consumed batch.
-  """
-  from bdirnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  prefetcher = input_pipeline.prefetch_to_device(iterator, size, sharding_lib.batch_sharding(mesh))
-  stateful = hasattr(iterator, "get_state")
-  for batch in prefetcher:
-    yield batch, prefetcher.get_state() if stateful else None
 
 
 def prepare_workdir(workdir) -> str:
@@ -165,22 +171,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_it
   for tests and custom data.
   """
   # SIGTERM is caught from the start, so a preemption during restore or compilation still ends in a clean save.
-  with _TerminationFlag() as term:
-    return _train(config, workdir, train_iterator, term)
+  with _Preemption() as preemption:
+    return _train(config, workdir, train_iterator, preemption)
 
 
 def _evaluate(config, model, state, mesh, workdir, writer, step, final):
   """Scores the EMA (or raw) params on every eval dataset: scalars, an image strip, and at the end the JSON files
   and report that --mode=evaluate writes."""
   from bdirnet_jax import evaluate  # pylint: disable=g-import-not-at-top
-  use_ema = config.optim.get("ema_decay", 0) > 0
-  params = state.ema_params if use_ema else state.params
+  kind = params_kind(config)
+  params = state.ema_params if kind == "ema" else state.params
   if jax.process_count() > 1:
     # Evaluation runs on each process's local devices: give it host copies of the global params.
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     params = multihost_utils.process_allgather(params, tiled=True)
   summaries = evaluate.evaluate_params(model, params, step, config, mesh, workdir if final else None,
-                                       params_kind="ema" if use_ema else "raw")
+                                       params_kind=kind)
   for label, summary in summaries.items():
     if summary.get("psnr") is None:
       continue
@@ -193,7 +199,7 @@ def _evaluate(config, model, state, mesh, workdir, writer, step, final):
   return summaries
 
 
-def _train(config, workdir, train_iterator, term) -> TrainState:
+def _train(config, workdir, train_iterator, preemption) -> TrainState:
   config_validation.validate(config)
   workdir = prepare_workdir(workdir)
   checkpoint.check_workdir_model(workdir, config)
@@ -211,20 +217,22 @@ def _train(config, workdir, train_iterator, term) -> TrainState:
   logging.info("Model: %s preset, %d parameters (%.2f M)", config.model.get("preset"), num_params, num_params / 1e6)
 
   if train_iterator is None:
-    from bdirnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
     train_iterator = input_pipeline.create_train_iterator(config)
+  # Global device batches, `prefetch` of them in flight. Checkpoints save the prefetcher's position (that of the
+  # next batch it hands out), not the pipeline's underneath, which runs ahead, so a resumed run continues exactly
+  # after the last batch trained on. Iterators without get_state/set_state are not saved.
+  batches = input_pipeline.prefetch_to_device(train_iterator, config.dataset.get("prefetch", 2),
+                                              sharding_lib.batch_sharding(mesh))
+  data = batches if batches.stateful else None
 
   manager = checkpoint.create_manager(workdir, config)
   latest = manager.latest_step()
   if latest is not None:
     logging.info("Resuming from %s", manager.directory / str(latest))
-    state, data_state = checkpoint.restore(manager, latest, abstract_state)
-    if data_state is not None and hasattr(train_iterator, "set_state"):
-      train_iterator.set_state(data_state)
+    state = checkpoint.restore(manager, latest, abstract_state, data)
   check_writable(workdir)
   # The first batch is read before anything is compiled, so a dataset that cannot work (missing, images smaller
   # than the crop with small_image_policy='reject') fails in seconds, not after compilation.
-  batches = _batches_with_state(train_iterator, mesh, config.dataset.get("prefetch", 2))
   first_batch = next(batches)
   if latest is None:
     state = init(init_rng)
@@ -234,11 +242,11 @@ def _train(config, workdir, train_iterator, term) -> TrainState:
   # Not device_put: with several processes the mesh holds devices this process cannot address.
   step_rng = jax.jit(lambda key: key, out_shardings=sharding_lib.replicated(mesh))(step_rng)
   writer = writers.create_writer(workdir, jax.process_index())
-  pa = writers.periodic_actions()
-  hooks = [pa.ReportProgress(num_train_steps=config.num_train_steps, writer=writer,
+  periodic = writers.periodic_actions()
+  hooks = [periodic.ReportProgress(num_train_steps=config.num_train_steps, writer=writer,
                              every_steps=config.log_every_steps, every_secs=None)]
   if jax.process_index() == 0 and config.get("profile_steps", 0) > 0:
-    hooks.append(pa.Profile(num_profile_steps=config.profile_steps, first_profile=config.log_every_steps + 1,
+    hooks.append(periodic.Profile(num_profile_steps=config.profile_steps, first_profile=config.log_every_steps + 1,
                             logdir=workdir))
   if jax.process_index() == 0 and latest is None:
     writer.write_hparams(flat_hparams(config))
@@ -269,7 +277,7 @@ def _train(config, workdir, train_iterator, term) -> TrainState:
   logging.info("Learning-rate schedule over %d steps; training to step %d.", schedule_steps(config),
                config.num_train_steps)
   while step < config.num_train_steps:
-    batch, data_state = first_batch if first_batch is not None else next(batches)
+    batch = first_batch if first_batch is not None else next(batches)
     first_batch = None
     state, metrics = step_fn(state, batch, step_rng)
     step += 1
@@ -290,12 +298,13 @@ def _train(config, workdir, train_iterator, term) -> TrainState:
       writer.write_scalars(step, summary)
       check_finite()
       manager.check_for_errors()
-    if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps or term.requested:
+    stop = preemption.reached(step, manager)
+    if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps or stop:
       check_finite()
       manager.check_for_errors()  # a failed asynchronous save stops the run here, with its error
-      checkpoint.save(manager, step, state, data_state, force=True)
+      checkpoint.save(manager, step, state, data, force=True)
       last_saved = step
-    if term.requested:
+    if stop:
       logging.warning("Stopping at step %d after SIGTERM; rerun the same command to resume.", step)
       break
     if has_eval and eval_every and step % eval_every == 0 and step < config.num_train_steps:
@@ -304,7 +313,7 @@ def _train(config, workdir, train_iterator, term) -> TrainState:
   manager.check_for_errors()
   manager.close()
   logging.info("Trained to step %d in %.1fs", step, time.time() - t0)
-  if has_eval and step >= config.num_train_steps and not term.requested:
+  if has_eval and step >= config.num_train_steps and not preemption.stopped:
     _evaluate(config, model, state, mesh, workdir, writer, step, final=True)
   writer.flush()
   return state

@@ -30,12 +30,12 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   Past the horizon the rate stays at its final value, so raising `num_train_steps` on resume continues training
   at the minimum rate instead of jumping back up the cosine.
   """
-  o = config.optim
+  optim = config.optim
   horizon = schedule_steps(config)
-  warmup = min(o.warmup_steps, max(horizon - 1, 0))
+  warmup = min(optim.warmup_steps, max(horizon - 1, 0))
   return optax.warmup_cosine_decay_schedule(
-      init_value=0.0 if warmup else o.learning_rate, peak_value=o.learning_rate, warmup_steps=warmup,
-      decay_steps=max(horizon, warmup + 1), end_value=o.learning_rate * o.min_lr_ratio)
+      init_value=0.0 if warmup else optim.learning_rate, peak_value=optim.learning_rate, warmup_steps=warmup,
+      decay_steps=max(horizon, warmup + 1), end_value=optim.learning_rate * optim.min_lr_ratio)
 
 
 def ema_decay(config: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
@@ -50,6 +50,12 @@ def ema_decay(config: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
     t = jnp.asarray(step, jnp.float32)
     decay = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
   return decay
+
+
+def params_kind(config: ml_collections.ConfigDict, use_ema: bool = True) -> str:
+  """Which params evaluation, prediction and export use: "ema" when asked for and the run kept an EMA
+  (`optim.ema_decay` > 0), else "raw"."""
+  return "ema" if use_ema and config.optim.get("ema_decay", 0) > 0 else "raw"
 
 
 WEIGHT_DECAY_TARGETS = ("kernels", "all")
@@ -68,13 +74,13 @@ def weight_decay_mask(params, targets: str = "kernels"):
 
 
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  o = config.optim
+  optim = config.optim
   chain = []
-  if o.grad_clip_norm and o.grad_clip_norm > 0:
-    chain.append(optax.clip_by_global_norm(o.grad_clip_norm))
-  targets = o.get("weight_decay_on", "kernels")
-  chain.append(optax.adamw(learning_rate_schedule(config), b1=o.b1, b2=o.b2, eps=1e-8,
-                           weight_decay=o.weight_decay, mask=lambda p: weight_decay_mask(p, targets)))
+  if optim.grad_clip_norm and optim.grad_clip_norm > 0:
+    chain.append(optax.clip_by_global_norm(optim.grad_clip_norm))
+  targets = optim.get("weight_decay_on", "kernels")
+  chain.append(optax.adamw(learning_rate_schedule(config), b1=optim.b1, b2=optim.b2, eps=1e-8,
+                           weight_decay=optim.weight_decay, mask=lambda p: weight_decay_mask(p, targets)))
   return optax.chain(*chain)
 
 

@@ -12,7 +12,8 @@ from bdirnet_jax.train_state import TrainState, ema_decay
 
 
 def to_float(images):
-  """uint8 [0, 255] batches travel to the device (4x less traffic) and become float32 [0, 1] there."""
+  """uint8 [0, 255] batches travel to the device (4x less traffic) and become float32 [0, 1] there; inference
+  converts its inputs here too, so a network sees at test time what it saw in training."""
   if images.dtype == jnp.uint8:
     return images.astype(jnp.float32) / 255.0
   return images.astype(jnp.float32)
@@ -29,7 +30,8 @@ def prepare_views(batch, rng, dataset_config):
   return to_float(batch["blurry"]), sharp
 
 
-def psnr01(x, y):
+def batch_psnr(x, y):
+  """Mean PSNR (dB) of [0, 1] images over the batch, outputs clipped: the training log's cheap progress number."""
   mse = jnp.mean(jnp.square(jnp.clip(x, 0, 1) - y).reshape(x.shape[0], -1), axis=-1)
   return jnp.mean(-10.0 * jnp.log10(mse + 1e-10))
 
@@ -72,8 +74,8 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model, tx: opt
       ema_params=keep(new_ema, state.ema_params),
       nonfinite_steps=state.nonfinite_steps + (1 - finite.astype(jnp.int32)),
   )
-  metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "psnr": psnr01(restored, sharp),
-             "input_psnr": psnr01(blurry, sharp), "finite": finite.astype(jnp.float32)}
+  metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "psnr": batch_psnr(restored, sharp),
+             "input_psnr": batch_psnr(blurry, sharp), "finite": finite.astype(jnp.float32)}
   metrics.update({f"loss_{k}": v for k, v in terms.items()})
   return new_state, metrics
 

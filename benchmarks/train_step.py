@@ -42,6 +42,7 @@ def main(argv=None):
   import importlib.util
   import jax
   import numpy as np
+  from bdirnet_jax import input_pipeline
   from bdirnet_jax import sharding as sharding_lib
   from bdirnet_jax import train
   from bdirnet_jax.train_step import jit_train_step
@@ -69,8 +70,9 @@ def main(argv=None):
   step = jit_train_step(model, tx, config, mesh, shardings)
   b, c = config.batch_size, config.dataset.crop_size
   rng = np.random.default_rng(0)
-  batch = sharding_lib.global_batch({"blurry": rng.integers(0, 255, (b, c, c, 3), dtype=np.uint8),
-                                     "sharp": rng.integers(0, 255, (b, c, c, 3), dtype=np.uint8)}, mesh)
+  batch = input_pipeline.make_global_batch({"blurry": rng.integers(0, 255, (b, c, c, 3), dtype=np.uint8),
+                                            "sharp": rng.integers(0, 255, (b, c, c, 3), dtype=np.uint8)},
+                                           sharding_lib.batch_sharding(mesh))
   t = time.perf_counter()
   compiled = step.lower(state, batch, step_rng).compile()
   compile_s = time.perf_counter() - t

@@ -1,9 +1,12 @@
 """Two processes (2 CPU devices each, gloo collectives) train like one process with 4 devices."""
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -119,11 +122,12 @@ def test_two_processes_match_one_process_and_restore_on_other_device_counts(tmp_
   state = init(init_rng)
   step_fn = jit_train_step(model, tx, config, mesh, shardings)
   step_rng = jax.device_put(step_rng, sharding_lib.replicated(mesh))
+  batch_sharding = sharding_lib.batch_sharding(mesh)
   data = _Concat([input_pipeline.create_train_iterator(config, process_index=i, process_count=2) for i in range(2)])
   for _ in range(WARM):
-    state, _ = step_fn(state, sharding_lib.global_batch(next(data), mesh), step_rng)
+    state, _ = step_fn(state, input_pipeline.make_global_batch(next(data), batch_sharding), step_rng)
   manager = checkpoint.create_manager(str(workdir), config)
-  checkpoint.save(manager, WARM, state, {}, force=True)
+  checkpoint.save(manager, WARM, state, input_pipeline.prefetch_to_device(data, 1, batch_sharding), force=True)
   manager.wait_until_finished()
   manager.close()
   data_folder = workdir / "checkpoints" / str(WARM) / "data"
@@ -136,7 +140,7 @@ def test_two_processes_match_one_process_and_restore_on_other_device_counts(tmp_
   pids, (text0, _) = _two_processes(workdir, data_dir, STEPS, tmp_path)
   assert f"Resuming from {workdir / 'checkpoints' / str(WARM)}" in text0
   for _ in range(STEPS - WARM):
-    state, _ = step_fn(state, sharding_lib.global_batch(next(data), mesh), step_rng)
+    state, _ = step_fn(state, input_pipeline.make_global_batch(next(data), batch_sharding), step_rng)
   reference = jax.device_get(state)
 
   # Only process 0 writes TensorBoard summaries (an event file name carries its writer's pid).
@@ -170,3 +174,40 @@ def test_two_processes_match_one_process_and_restore_on_other_device_counts(tmp_
   # clear error, not a silently different data order.
   with pytest.raises(FileNotFoundError, match="written by a different number of processes"):
     train.train_and_evaluate(config, str(workdir), iter([]))
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_saved_step(tmp_path_factory, tmp_path):
+  """jax's preemption sync point: the notice reaches every process, which all save one step and exit with 0."""
+  data_dir = fakes.synthetic_blur_data_dir(tmp_path_factory)
+  workdir = tmp_path / "preempted"
+  port = _free_port()
+  procs, logs = [], []
+  for i in range(2):
+    logs.append(tmp_path / f"process{i}.log")
+    with open(logs[-1], "w") as log:
+      procs.append(subprocess.Popen(
+          [sys.executable, "main.py", "--mode=train", "--config=configs/tiny.py", f"--workdir={workdir}",
+           f"--config.dataset.data_dir={data_dir}", "--config.num_train_steps=1000",
+           "--config.checkpoint_every_steps=1000", "--config.log_every_steps=1",
+           f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"],
+          cwd=fakes.REPO, env=fakes.subprocess_env(2), stdout=log, stderr=subprocess.STDOUT))
+  try:
+    deadline = time.time() + 480
+    while not re.search(r"\] \[3\] .*loss=", logs[0].read_text()):  # only process 0 logs the metrics
+      assert all(p.poll() is None for p in procs), [log.read_text()[-3000:] for log in logs]
+      assert time.time() < deadline, logs[0].read_text()[-3000:]
+      time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)
+    for proc, log in zip(procs, logs):
+      assert proc.wait(240) == 0, log.read_text()[-4000:]
+  finally:
+    for proc in procs:
+      if proc.poll() is None:
+        proc.kill()
+  texts = [log.read_text() for log in logs]
+  stopped = [int(re.search(r"Stopping at step (\d+) after SIGTERM", text).group(1)) for text in texts]
+  assert stopped[0] == stopped[1] and 3 <= stopped[0] < 1000, stopped
+  assert all(f"Preemption notice: every process saves step {stopped[0]}" in text for text in texts)
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == [str(stopped[0])]
+  assert len(_data_states(workdir, stopped[0])) == 2

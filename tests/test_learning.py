@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from bdirnet_jax import input_pipeline
 from bdirnet_jax import sharding as sharding_lib
 from bdirnet_jax import train
 from bdirnet_jax.train_step import jit_train_step
@@ -39,9 +40,10 @@ def run():
   initial = jax.device_get(state)
   step = jit_train_step(model, tx, config, mesh, shardings)
   data = PairIterator(config.batch_size, config.dataset.crop_size)
+  batch_sharding = sharding_lib.batch_sharding(mesh)
   history = []
   for _ in range(STEPS):
-    state, metrics = step(state, sharding_lib.global_batch(next(data), mesh), step_rng)
+    state, metrics = step(state, input_pipeline.make_global_batch(next(data), batch_sharding), step_rng)
     history.append(metrics)
   probe = PairIterator(16, 32, seed=123)
   return dict(config=config, model=model, initial=initial, state=jax.device_get(state),

@@ -5,6 +5,7 @@ import pytest
 
 from bdirnet_jax import checkpoint
 from bdirnet_jax import config_validation
+from bdirnet_jax import input_pipeline
 from bdirnet_jax import sharding as sharding_lib
 from bdirnet_jax import train
 from bdirnet_jax.train_state import ema_decay, learning_rate_schedule
@@ -20,10 +21,11 @@ def _run_steps(config, devices, num_steps, seed=0, state=None, start=0):
   state = init(init_rng) if state is None else jax.device_put(state, shardings)
   step = jit_train_step(model, tx, config, mesh, shardings)
   data = PairIterator(config.batch_size, config.dataset.crop_size, seed=seed)
+  batch_sharding = sharding_lib.batch_sharding(mesh)
   data.set_state({"index": start})
   history = []
   for _ in range(num_steps):
-    state, metrics = step(state, sharding_lib.global_batch(next(data), mesh), step_rng)
+    state, metrics = step(state, input_pipeline.make_global_batch(next(data), batch_sharding), step_rng)
     history.append(jax.device_get(metrics))
   return jax.device_get(state), history
 
@@ -42,9 +44,10 @@ def test_ema_warms_up_from_the_first_updates():
   state = init(init_rng)
   step = jit_train_step(model, tx, config, mesh, shardings)
   data = PairIterator(config.batch_size, config.dataset.crop_size)
+  batch_sharding = sharding_lib.batch_sharding(mesh)
   expected = jax.device_get(state.params)
   for t in range(3):
-    state, _ = step(state, sharding_lib.global_batch(next(data), mesh), step_rng)
+    state, _ = step(state, input_pipeline.make_global_batch(next(data), batch_sharding), step_rng)
     params = jax.device_get(state.params)
     expected = jax.tree.map(lambda e, p, d=decays[t]: d * e + (1 - d) * p, expected, params)
   for got, want in zip(jax.tree.leaves(jax.device_get(state.ema_params)), jax.tree.leaves(expected)):
@@ -104,7 +107,7 @@ def test_sharded_step_on_4_devices_matches_1_device():
 
 def test_batch_is_sharded_on_data_axis():
   mesh = sharding_lib.create_mesh((-1, 1))
-  batch = sharding_lib.global_batch({"x": np.zeros((8, 4, 4, 3), np.uint8)}, mesh)
+  batch = input_pipeline.make_global_batch({"x": np.zeros((8, 4, 4, 3), np.uint8)}, sharding_lib.batch_sharding(mesh))
   shards = batch["x"].addressable_shards
   assert len(shards) == 4 and all(s.data.shape == (2, 4, 4, 3) for s in shards)
 
@@ -139,6 +142,16 @@ def test_workdir_of_another_preset_is_refused(tmp_path):
   with pytest.raises(ValueError, match="different model"):
     train.train_and_evaluate(config, tmp_path, PairIterator(config.batch_size, config.dataset.crop_size))
   assert (tmp_path / "config.json").read_text() == before
+
+
+def test_workdir_of_another_compute_dtype_is_refused(tmp_path):
+  config = tiny.get_config()
+  checkpoint.save_config(str(tmp_path), config)
+  (tmp_path / "checkpoints" / "5").mkdir(parents=True)
+  checkpoint.check_workdir_model(str(tmp_path), config)
+  config.compute_dtype = "bfloat16"
+  with pytest.raises(config_validation.ConfigError, match="compute_dtype='float32', not 'bfloat16'"):
+    checkpoint.check_workdir_model(str(tmp_path), config)
 
 
 def test_weight_decay_hits_kernels_only():

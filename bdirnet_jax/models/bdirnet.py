@@ -19,6 +19,28 @@ PRESETS = {
 }
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+EMBED_POOLS = ("project_then_mean", "mean")
+
+
+def compute_dtype(name: str):
+  """The jnp dtype of a compute-dtype name; `config.compute_dtype` and `--bf16` both come through here."""
+  if not isinstance(name, str) or name not in DTYPES:
+    raise ValueError(f"config.compute_dtype must be one of {sorted(DTYPES)}, got {name!r}")
+  return DTYPES[name]
+
+
+def check_fields(enc_blocks, dec_blocks, embed_pool) -> None:
+  """The architecture's rules, named by config key: `BDIRNet.setup` runs them, and config_validation before
+  anything is compiled."""
+  for key, value in (("enc_blocks", enc_blocks), ("dec_blocks", dec_blocks)):
+    if not (isinstance(value, (tuple, list)) and value
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)):
+      raise ValueError(f"config.model.{key} must be a non-empty sequence of integers >= 0, got {value!r}")
+  if len(enc_blocks) != len(dec_blocks):
+    raise ValueError("config.model.enc_blocks and config.model.dec_blocks must have the same length, got "
+                     f"{tuple(enc_blocks)} and {tuple(dec_blocks)}")
+  if embed_pool not in EMBED_POOLS:
+    raise ValueError(f"config.model.embed_pool must be one of {sorted(EMBED_POOLS)}, got {embed_pool!r}")
 
 
 class BDIRNet(nn.Module):
@@ -44,9 +66,7 @@ class BDIRNet(nn.Module):
   dtype: Any = jnp.float32
 
   def setup(self):
-    if len(self.enc_blocks) != len(self.dec_blocks):
-      raise ValueError(f"model.enc_blocks {tuple(self.enc_blocks)} and model.dec_blocks "
-                       f"{tuple(self.dec_blocks)} must have the same length")
+    check_fields(self.enc_blocks, self.dec_blocks, self.embed_pool)
     common = dict(scan=self.scan, remat=self.remat, dtype=self.dtype)
     self.distill = DistillNet(self.width, tuple(self.enc_blocks), self.middle_blocks, said=self.said,
                               said_skips=self.said_skips, said_learned_mix=self.said_learned_mix, **common)
@@ -67,12 +87,10 @@ class BDIRNet(nn.Module):
     for every image, so all embeddings coincide and InfoNCE's gradient explodes (norms ~1e7 at init).
     """
     x = latent.astype(jnp.float32)
-    if self.embed_pool == "project_then_mean":
-      pooled = jnp.mean(nn.gelu(self.proj_hidden(x)), axis=(1, 2))
-    elif self.embed_pool == "mean":
+    if self.embed_pool == "mean":
       pooled = nn.gelu(self.proj_hidden(jnp.mean(x, axis=(1, 2))))
-    else:
-      raise ValueError(f"model.embed_pool must be 'project_then_mean' or 'mean', got {self.embed_pool!r}")
+    else:  # "project_then_mean" (setup checked the name)
+      pooled = jnp.mean(nn.gelu(self.proj_hidden(x)), axis=(1, 2))
     return self.proj_out(pooled)
 
   def deblur(self, blurry):
@@ -126,24 +144,25 @@ _FIELDS = {f.name for f in dataclasses.fields(BDIRNet)} - {"parent", "name", "dt
 
 
 def model_kwargs(model_config: ml_collections.ConfigDict) -> dict:
-  """Preset values overridden by any explicitly set (non-None) field of `config.model`."""
+  """Preset values overridden by any explicitly set (non-None) field of `config.model`, checked (`check_fields`).
+
+  The compute dtype is not a model field: it is `config.compute_dtype` (training) or `--bf16` (inference).
+  """
   preset = model_config.get("preset", "small")
-  if preset not in PRESETS:
+  if not isinstance(preset, str) or preset not in PRESETS:
     raise ValueError(f"config.model.preset must be one of {sorted(PRESETS)}, got {preset!r}")
   kwargs = dict(PRESETS[preset])
   for key, value in model_config.items():
-    if key in ("preset", "dtype"):
+    if key == "preset":
       continue
     if key not in _FIELDS:
       raise ValueError(f"config.model.{key} is not a BDIRNet field; known fields: {sorted(_FIELDS)}")
     if value is not None:
       kwargs[key] = tuple(value) if isinstance(value, (list, tuple)) else value
+  check_fields(kwargs["enc_blocks"], kwargs["dec_blocks"], kwargs.get("embed_pool", BDIRNet.embed_pool))
   return kwargs
 
 
-def create_model(model_config: ml_collections.ConfigDict, dtype: str | None = None) -> BDIRNet:
-  """Builds the model from `config.model`; `dtype` is the compute dtype (params stay float32)."""
-  dtype = dtype or model_config.get("dtype", "float32")
-  if dtype not in DTYPES:
-    raise ValueError(f"compute dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-  return BDIRNet(dtype=DTYPES[dtype], **model_kwargs(model_config))
+def create_model(model_config: ml_collections.ConfigDict, dtype: str = "float32") -> BDIRNet:
+  """Builds the model from `config.model`; `dtype` names the compute dtype (params stay float32)."""
+  return BDIRNet(dtype=compute_dtype(dtype), **model_kwargs(model_config))
