@@ -4,8 +4,8 @@ classical baselines, paired bootstrap intervals and a report.
   python -m bdirnet_jax.study --study=configs/studies/NAME.py --output=DIR [--data_dir=D] [--study.FIELD=VALUE]
 
 * Runs: `DIR/runs/<config>-<train_blur>-seed<k>`, ordinary workdirs trained by `train.train_and_evaluate` from
-  `configs/<config>.py` (`bdirnet` = `configs/default.py`) with the study's `overrides`, `num_train_steps`,
-  `seed = k`, `dataset.on_the_fly_blur = True`, `dataset.blur_family = <train_blur>` and no `eval_datasets` (the
+  `<study.config_dir>/<config>.py` (default `configs/`; `bdirnet` = `default.py`), loaded by path, with the
+  study's `overrides`, `num_train_steps`, `seed = k`, `dataset.on_the_fly_blur = True`, `dataset.blur_family = <train_blur>` and no `eval_datasets` (the
   study scores the runs itself). Training photos come from
   `synthetic_blur` (built on first use in `--data_dir`, default `DIR/tfds`).
 * Resume: a run whose latest checkpoint step reaches `num_train_steps` is not touched again (not even restored for
@@ -23,6 +23,7 @@ classical baselines, paired bootstrap intervals and a report.
 Single-process (one host, any number of local devices).
 """
 import importlib
+import importlib.util
 import json
 import os
 import time
@@ -45,6 +46,7 @@ RUNS_DIR = "runs"
 RUN_SCORES = "study_scores.json"
 BASELINE_SCORES = "baseline_scores.json"
 CONFIG_ALIASES = {"bdirnet": "default"}
+DEFAULT_CONFIG_DIR = "configs"  # where `study.configs` names live, unless `study.config_dir` says otherwise
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -64,14 +66,26 @@ def _apply_overrides(config: ml_collections.ConfigDict, overrides, prefix: str =
       config[key] = value
 
 
+def load_training_config(config_name: str, config_dir: str = DEFAULT_CONFIG_DIR) -> ml_collections.ConfigDict:
+  """`get_config()` of the file `<config_dir>/<name>.py` (`bdirnet` names `default.py`).
+
+  Loaded by path, so the library does not import the experiment configs as a package; the study names them.
+  """
+  module = CONFIG_ALIASES.get(config_name, config_name)
+  path = os.path.join(config_dir, f"{module}.py")
+  if not os.path.isfile(path):
+    raise ValueError(f"study config {config_name!r}: no training config file {path} (study.config_dir="
+                     f"{config_dir!r}, relative to the working directory {os.getcwd()})")
+  spec = importlib.util.spec_from_file_location(f"_bdirnet_study_config_{module}", path)
+  loaded = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(loaded)
+  return loaded.get_config()
+
+
 def training_config(study: ml_collections.ConfigDict, config_name: str, train_blur: str, seed: int,
                     data_dir: str) -> ml_collections.ConfigDict:
   """The resolved training config of one run."""
-  module = CONFIG_ALIASES.get(config_name, config_name)
-  try:
-    config = importlib.import_module(f"configs.{module}").get_config()
-  except ModuleNotFoundError:
-    raise ValueError(f"study config {config_name!r}: no configs/{module}.py") from None
+  config = load_training_config(config_name, study.get("config_dir", DEFAULT_CONFIG_DIR))
   _apply_overrides(config, study.get("overrides", {}))
   config.seed = int(seed)
   config.num_train_steps = int(study.num_train_steps)

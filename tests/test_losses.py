@@ -132,6 +132,7 @@ def _outputs(b=2):
 def test_total_loss_is_weighted_sum_and_weights_switch_terms_off():
   cfg = default.get_config().loss
   cfg.identity_weight = 0.5  # off in the default; on here so every term is checked
+  cfg.stats_weight = 0.005  # likewise
   out = _outputs()
   sharp = jnp.zeros((2, 8, 8, 3))
   loss, terms = losses.total_loss(out, sharp, cfg)

@@ -1,6 +1,5 @@
 """The study: bootstrap, classical baselines, fixed test sets, and the smoke study end to end (rows, means, intervals,
 resume without retraining)."""
-import csv
 import os
 import re
 import subprocess
@@ -342,3 +341,14 @@ def test_committed_study_without_checkpoints_resumes_and_reports_alike(smoke_stu
   assert not any(r["config"] == "unet_baseline" and r["seed"] == 1 for r in rows)
   assert "not finished yet and are not in any number below: unet_baseline-gaussian-seed1" in (
       kept / "report.md").read_text()
+
+
+def test_training_configs_are_loaded_by_path_and_a_missing_one_is_named(tmp_path):
+  """The library does not import the experiment configs package; `study.config_dir` says where they are."""
+  from bdirnet_jax import study  # pylint: disable=g-import-not-at-top
+  (tmp_path / "mine.py").write_text("from configs import tiny\n\ndef get_config():\n  c = tiny.get_config()\n"
+                                    "  c.batch_size = 3\n  return c\n")
+  assert study.load_training_config("mine", str(tmp_path)).batch_size == 3
+  assert study.load_training_config("bdirnet").model.preset == "small"
+  with pytest.raises(ValueError, match=r"no training config file .*nothere\.py"):
+    study.load_training_config("nothere", str(tmp_path))

@@ -6,17 +6,17 @@ may run in several sittings).
 Design: the five configs x 3 seeds x trained on one single family and on `mixed` = 30 runs, each tested on all four
 synthetic families (16 images per family: 2 held-out photos x 8 kernels, 128x128 crops).
 
-Expected wall time (2 idle CPU cores): about 1-1.5 hours, an ESTIMATE. Measured
-2026-11-27 with `benchmarks/train_step.py --config=configs/default.py --preset=small --batch_size=8 --crop=64` on
-this 2-core CPU while other jobs kept the load near 6: 1.05 s per step, 83 s of compilation. Idle, expect ~0.4-0.5
-s per step: 24 two-view runs x 300 steps ~ 50 min, 6 `unet_baseline` runs (one view) ~ 6 min, 5 compilations
-(one per config, shared by its seeds through DIR/jax_cache) ~ 5 min, scoring and baselines ~ 2 min. On a loaded
-machine it stretches to 2-3 hours; it resumes, so it can run in sittings.
+Expected wall time (2 idle CPU cores): about 2-2.5 hours, from measured rates. The default's two-view step runs at
+1.1 steps/s on this idle 2-core CPU (BENCHMARKS.md, 800 steps in 780 s): 24 two-view runs x 300 steps ~ 110 min;
+6 `unet_baseline` runs (one view, ~2x faster) ~ 15 min; 5 compilations (one per config, shared by its seeds
+through DIR/jax_cache) ~ 8 min; scoring ~ 30 s per run. The first sitting (5 runs, machine shared with the test
+suite) took 312-735 s per run. It resumes, so it can run in sittings.
 
 The recipe is the embedded default's (configs/default.py: BDIRNet-small, 64x64 crops, batch 8, lr 2e-3, 15x15
-kernels, noise 0.01, latent weights 0.01/0.005/0.005) at 300 steps per run instead of the default's 800, so that
-30 runs fit the budget. At 300 steps BDIRNet is still early in its curve (the default gains +0.79 dB held-out at
-600 steps): the study measures the components at this budget, not at convergence.
+kernels, noise 0.01, latent consistency 0.01 and InfoNCE 0.005, statistics matching off) at 300 steps per run
+instead of the default's 600, so that 30 runs fit the budget. At 300 steps BDIRNet is still early in its curve
+(single-seed probes: +0.9 to +1.3 dB held-out at 300 steps): the study measures the components at this budget, not
+at convergence.
 """
 import ml_collections
 from ml_collections.config_dict import placeholder
@@ -40,7 +40,7 @@ NUM_TRAIN_STEPS = 300
 def get_config():
   study = ml_collections.ConfigDict()
   study.name = "cpu"
-  study.expected_wall_time = "2 idle CPU cores: ~1-1.5 h (estimate from a measured step time; module doc)"
+  study.expected_wall_time = "2 idle CPU cores: ~2-2.5 h (from measured step rates; module doc)"
   study.configs = ("bdirnet", "no_latent", "no_said", "no_sair", "unet_baseline")
   study.seeds = (0, 1, 2)
   study.train_blurs = ("gaussian", "mixed")
