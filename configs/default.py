@@ -21,7 +21,7 @@ def get_config():
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.batch_size = 8                # global, over all devices and processes
-  config.num_train_steps = 800
+  config.num_train_steps = 500
   config.checkpoint_every_steps = 200
   config.log_every_steps = 50
   config.eval_every_steps = 0          # validation on eval_datasets every N steps (0 = only the final evaluation)
