@@ -3,7 +3,7 @@
 train:    --config required; resumes from DIR/checkpoints.
 evaluate: every config.eval_datasets entry at full resolution -> DIR/eval/ (JSON per dataset, report.md, grids);
           --config optional (defaults to DIR/config.json, so eval datasets can be changed by a new config).
-predict:  --input=FILE_OR_DIR --output=DIR [--tile=T --tile_overlap=O --bf16].
+predict:  --input=FILE_OR_DIR --output=DIR [--tile=T --tile_overlap=O --bf16 --keep_raw_orientation].
 export:   --output=FILE, a jax.export artifact of the inference function.
 
 Config fields are overridden on the command line, e.g. --config.batch_size=16 --config.model.preset=base.
@@ -28,6 +28,8 @@ flags.DEFINE_integer("tile", None, "predict: tile size in pixels; 0 disables til
 flags.DEFINE_integer("tile_overlap", 32, "predict: overlap between neighbouring tiles, blended linearly.")
 flags.DEFINE_integer("batch_size", None, "predict: images (or tiles) per step over all devices, rounded up to a "
                      "multiple of the device count; unset = automatic.")
+flags.DEFINE_bool("keep_raw_orientation", False, "predict: deblur the pixels as stored instead of applying the EXIF "
+                  "orientation (the output PNG then carries the orientation as a tag).")
 flags.DEFINE_bool("bf16", False, "predict/export/evaluate: bfloat16 activations (params stay float32).")
 flags.DEFINE_bool("use_ema", True, "evaluate/predict/export: use the EMA params when the run kept them.")
 flags.DEFINE_integer("step", None, "evaluate/predict/export: checkpoint step (default: latest).")
@@ -93,7 +95,8 @@ def _run(config):
     from bdirnet_jax import predict
     status = predict.predict(FLAGS.workdir, FLAGS.input, FLAGS.output, tile=FLAGS.tile,
                              tile_overlap=FLAGS.tile_overlap, batch_size=FLAGS.batch_size, bf16=FLAGS.bf16,
-                             use_ema=FLAGS.use_ema, step=FLAGS.step)
+                             use_ema=FLAGS.use_ema, step=FLAGS.step,
+                             keep_raw_orientation=FLAGS.keep_raw_orientation)
     sys.exit(status)
   elif FLAGS.mode == "export":
     from bdirnet_jax import export
