@@ -9,25 +9,24 @@ multiple).
 
 An image is tiled (see tiling.py) when a side exceeds --tile, or, with --tile unset, when one forward pass of its
 bucket would not fit the device memory (estimated from XLA's memory analysis of a small input, scaled by pixels).
-The core, `Predictor`, takes any batch apply function, so the tiling and batching are testable on their own.
+The core, `Predictor`, takes any batch apply function and pixel arrays, so the tiling and batching are testable on
+their own; which files to read, the reading and writing, and the report are predict_io's.
 """
 import collections
-import concurrent.futures
 import dataclasses
 import functools
 import math
 import os
-from pathlib import Path
 from typing import Any, Callable
 
 from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
 from bdirnet_jax import image_io
 from bdirnet_jax import inference
+from bdirnet_jax import predict_io
 from bdirnet_jax import sharding as sharding_lib
 from bdirnet_jax import tiling
 
@@ -268,91 +267,9 @@ class Predictor:
         raise r
     return results
 
-  def run(self, input_path, output_dir, *, shard: tuple[int, int] = (0, 1)) -> int:
-    """Deblurs a file or a folder tree into `output_dir` as PNGs; returns the exit status (1 if anything failed).
-
-    `shard=(i, n)`: this process takes every n-th file from the i-th (multi-process runs split the work).
-    """
-    input_path, output_dir = Path(input_path), Path(output_dir)
-    failures: list[tuple[Path, str]] = []
-    if input_path.is_dir():
-      files, failures = image_io.find_images(input_path, exclude=output_dir)
-      jobs = [(f, output_dir / f.relative_to(input_path).with_suffix(".png")) for f in files]
-    elif input_path.exists():
-      jobs = [(input_path, output_dir / (input_path.stem + ".png"))]
-    else:
-      logging.error("predict: --input=%s does not exist", input_path)
-      return 1
-    owners: dict[Path, Path] = {}
-    unique = []
-    for src, dst in jobs:
-      if dst in owners:
-        failures.append((src, f"skipped: its output {dst} is also the output of {owners[dst]} (same stem)"))
-      else:
-        owners[dst] = src
-        unique.append((src, dst))
-    jobs = unique[shard[0]::shard[1]]
-    if not jobs and not failures:
-      logging.error("predict: no %s images found under %s", "/".join(image_io.EXTENSIONS), input_path)
-      return 1
-
-    written = 0
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool, \
-         tqdm(total=len(jobs), unit="image", desc="predict", disable=None) as bar:
-      writes: collections.deque = collections.deque()
-
-      def drain(limit: int):
-        nonlocal written
-        while len(writes) > limit:
-          src, future = writes.popleft()
-          try:
-            future.result()
-            written += 1
-          except Exception as e:  # pylint: disable=broad-except
-            failures.append((src, f"could not write the output: {e}"))
-          bar.update(1)
-
-      def done(src, dst, result):
-        if isinstance(result, Exception):
-          failures.append((src, f"deblurring failed: {type(result).__name__}: {result}"))
-          bar.update(1)
-        else:
-          writes.append((src, pool.submit(image_io.write_png, dst, result)))
-          drain(limit=4)
-
-      reads = collections.deque()
-      for i, (src, dst) in enumerate(jobs):
-        while len(reads) < 2 and i + len(reads) < len(jobs):
-          reads.append(pool.submit(image_io.read_image, jobs[i + len(reads)][0]))
-        future = reads.popleft()
-        try:
-          image = future.result()
-        except image_io.ImageReadError as e:
-          failures.append((src, e.reason))
-          bar.update(1)
-          continue
-        except Exception as e:  # pylint: disable=broad-except  (OSError, decoder errors: report and go on)
-          failures.append((src, f"cannot read: {type(e).__name__}: {e}"))
-          bar.update(1)
-          continue
-        if image.note:
-          logging.info("predict: %s: %s", src, image.note)
-        self.submit(image.pixels, functools.partial(done, src, dst), name=str(src))
-      self.finish()
-      drain(limit=0)
-
-    logging.info("predict: %d compilation(s), batch shapes %s", self.compilations, sorted(self.shapes))
-    if failures:
-      lines = "\n".join(f"  {path}: {reason}" for path, reason in failures)
-      logging.error("predict: %d of %d image(s) written to %s; %d failed:\n%s", written, len(jobs), output_dir,
-                    len(failures), lines)
-      return 1
-    logging.info("predict: %d image(s) written to %s", written, output_dir)
-    return 0
-
 
 def predict(workdir, input_path, output_dir, *, tile=None, tile_overlap=32, batch_size=None, bf16=False,
-            use_ema=True, step=None) -> int:
+            use_ema=True, step=None, keep_raw_orientation=False) -> int:
   """--mode=predict: deblurs a file or folder with the checkpoint of `workdir`; returns the exit status."""
   restored = inference.load(workdir, use_ema=use_ema, step=step, bf16=bf16)
   devices = jax.local_devices()
@@ -368,7 +285,9 @@ def predict(workdir, input_path, output_dir, *, tile=None, tile_overlap=32, batc
                devices[0].platform, "bfloat16" if bf16 else "float32")
   predictor = Predictor(functools.partial(jitted, params), multiple=multiple, batch_multiple=len(devices),
                         tile=tile, tile_overlap=tile_overlap, batch_size=batch_size, memory=memory)
-  status = predictor.run(input_path, output_dir, shard=(jax.process_index(), jax.process_count()))
+  status = predict_io.deblur_files(predictor, input_path, output_dir, shard=(jax.process_index(), jax.process_count()),
+                                   keep_raw_orientation=keep_raw_orientation)
+  logging.info("predict: %d compilation(s), batch shapes %s", predictor.compilations, sorted(predictor.shapes))
   cache_size = getattr(jitted, "_cache_size", None)
   if cache_size is not None:
     logging.info("predict: jit cache holds %d executable(s)", cache_size())

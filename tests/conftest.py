@@ -1,5 +1,18 @@
-"""Every test session sees 4 fake CPU devices, so every sharded code path runs as it would on 4 accelerators."""
+"""Every test session sees 4 fake CPU devices, so every sharded code path runs as it would on 4 accelerators.
+
+Compiling is most of the suite's time on CPU, so the whole run shares what it compiles and trains:
+- one persistent JAX compilation cache for the run: the pytest process, its xdist workers and every subprocess a
+  test starts (they inherit the environment) load a program any of them already compiled. It lives in a temporary
+  folder made and removed by the first pytest process (a run never reads an older run's programs), and is safe to
+  share: JAX treats an entry it cannot read (one being written by the other worker) as a miss.
+- the fixtures below are built once per run, not once per xdist worker (`shared_once`), and tests copy what they
+  change.
+"""
+import fcntl
 import os
+from pathlib import Path
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -7,17 +20,63 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest  # noqa: E402  (after the environment is set, before anything imports jax)
 
+_OWNER = "BDIRNET_TEST_CACHE_OWNER"  # pid of the pytest process that made the cache folder
+
+
+def pytest_configure(config):
+  del config
+  if os.environ.get(_OWNER):  # an xdist worker (or a nested pytest): the parent's cache is already set
+    return
+  os.environ[_OWNER] = str(os.getpid())
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="bdirnet_jax_test_compile_cache_")
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # the tiny test programs compile in under 1 s
+  os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
+
+def pytest_unconfigure(config):
+  del config
+  if os.environ.get(_OWNER) == str(os.getpid()):
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
+
+def shared_once(tmp_path_factory, name: str, build) -> Path:
+  """`build(path)` run once per test run, whichever xdist worker asks first; the others wait for it, then reuse it.
+
+  The folder sits beside the workers' base temp folders, so pytest removes it with them.
+  """
+  base = tmp_path_factory.getbasetemp()
+  root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+  path, done = root / name, root / f"{name}.done"
+  with open(root / f"{name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      if not done.exists():
+        shutil.rmtree(path, ignore_errors=True)  # a build that failed in another worker
+        build(path)
+        done.write_text("")
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+  return path
+
+
+def _train_tiny(workdir: Path) -> None:
+  from bdirnet_jax import train  # pylint: disable=g-import-not-at-top
+  from tests import fakes  # pylint: disable=g-import-not-at-top
+  config = fakes.trained_workdir_config()
+  train.train_and_evaluate(config, workdir, fakes.PairIterator(config.batch_size, config.dataset.crop_size))
+
 
 @pytest.fixture(scope="session")
 def trained_workdir(tmp_path_factory):
-  """A workdir holding a 4-step checkpoint of the tiny config (EMA on), shared by evaluate/predict/export tests."""
-  from bdirnet_jax import train  # pylint: disable=g-import-not-at-top
-  from configs import tiny  # pylint: disable=g-import-not-at-top
-  from tests.fakes import PairIterator  # pylint: disable=g-import-not-at-top
-  config = tiny.get_config()
-  config.num_train_steps = 4
-  config.checkpoint_every_steps = 4
-  config.log_every_steps = 2
-  workdir = tmp_path_factory.mktemp("trained") / "workdir"
-  train.train_and_evaluate(config, workdir, PairIterator(config.batch_size, config.dataset.crop_size))
-  return workdir
+  """A workdir holding a 4-step checkpoint of the tiny config (EMA on), shared by evaluate/predict/export tests.
+
+  Read-only for tests: one that writes into a workdir copies it first.
+  """
+  return shared_once(tmp_path_factory, "trained_workdir", _train_tiny)
+
+
+@pytest.fixture(scope="session")
+def synthetic_blur_data_dir(tmp_path_factory):
+  """A TFDS data_dir holding synthetic_blur/mixed, built once per run."""
+  from tests import fakes  # pylint: disable=g-import-not-at-top
+  return shared_once(tmp_path_factory, "tfds_data", fakes.build_synthetic_blur)

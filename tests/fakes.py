@@ -89,16 +89,33 @@ def subprocess_env(num_devices, compile_cache_dir=None):
   return env
 
 
-def synthetic_blur_data_dir(tmp_path_factory):
-  """A TFDS data_dir holding synthetic_blur/mixed (built once per test session and worker, in ~10 s)."""
-  data_dir = tmp_path_factory.getbasetemp() / "tfds_data"
-  if not (data_dir / "built").exists():
-    code = ("import sys; from configs import tiny; from bdirnet_jax import input_pipeline; c = tiny.get_config(); "
-            "c.dataset.data_dir = sys.argv[1]; input_pipeline.open_source(c.dataset)")
-    subprocess.run([sys.executable, "-c", code, str(data_dir)], cwd=REPO, env=subprocess_env(1), check=True,
-                   capture_output=True, timeout=600)
-    (data_dir / "built").write_text("")
-  return data_dir
+def build_synthetic_blur(data_dir):
+  """Builds synthetic_blur/mixed into the TFDS data_dir `data_dir` (~10 s); conftest's synthetic_blur_data_dir
+  fixture runs it once per test run."""
+  code = ("import sys; from configs import tiny; from bdirnet_jax import input_pipeline; c = tiny.get_config(); "
+          "c.dataset.data_dir = sys.argv[1]; input_pipeline.open_source(c.dataset)")
+  subprocess.run([sys.executable, "-c", code, str(data_dir)], cwd=REPO, env=subprocess_env(1), check=True,
+                 capture_output=True, timeout=600)
+
+
+# Runs of main.py's own input pipeline (blur made on the device) on 4 devices, in test_reliability.py and
+# test_distributed.py, share this learning-rate horizon, and so one compiled train step (the horizon is a constant
+# of the program; resume and sharding do not depend on its value).
+ON_THE_FLY_SCHEDULE_STEPS = 4
+
+
+def trained_workdir_config():
+  """The config of conftest's trained_workdir: 4 steps of the tiny config (schedule horizon 4), EMA on.
+
+  Tests that train the tiny model keep its compiled shape (schedule horizon, loss weights, batch and crop), so
+  they load its train step from the run's compilation cache instead of compiling their own.
+  """
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  config.num_train_steps = 4
+  config.checkpoint_every_steps = 4
+  config.log_every_steps = 2
+  return config
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -46,7 +46,9 @@ class _Concat:
       it.set_state(s)
 
 
-OVERRIDES = {"checkpoint_every_steps": 2, "log_every_steps": 2, "keep_checkpoints": 10}
+# The schedule horizon is test_reliability.py's: the in-process 4-device reference loads its compiled step.
+OVERRIDES = {"checkpoint_every_steps": 2, "log_every_steps": 2, "keep_checkpoints": 10,
+             "optim.schedule_steps": fakes.ON_THE_FLY_SCHEDULE_STEPS}
 
 
 def _config(data_dir, steps):
@@ -109,8 +111,8 @@ def _data_states(workdir, step):
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process_and_restore_on_other_device_counts(tmp_path_factory, tmp_path):
-  data_dir = fakes.synthetic_blur_data_dir(tmp_path_factory)
+def test_two_processes_match_one_process_and_restore_on_other_device_counts(synthetic_blur_data_dir, tmp_path):
+  data_dir = synthetic_blur_data_dir
   config = _config(data_dir, STEPS)
   workdir = tmp_path / "two_processes"
 

@@ -1,4 +1,5 @@
-"""Image decoding at full depth, layout conversions, and the folder walker, including hostile inputs."""
+"""Image decoding at full depth (every format predict and the TFDS builders take), EXIF orientation and ICC
+profiles, layout conversions, and the folder walker, including hostile inputs."""
 import io
 import os
 from pathlib import Path
@@ -9,6 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 import numpy as np
 from PIL import Image as PILImage
+from PIL import ImageOps
 import pytest
 
 from bdirnet_jax import image_io
@@ -81,15 +83,61 @@ def test_gray_written_back_as_the_mean_of_the_channels():
   np.testing.assert_array_equal(image_io.from_rgb01(rgb, gray), [[0, 102]])
 
 
-@pytest.mark.parametrize("fmt", [".jpg", ".bmp", ".tiff"])
+@pytest.mark.parametrize("fmt", [".jpg", ".bmp", ".tiff", ".webp", ".ppm", ".pgm"])
 def test_other_formats_decode(tmp_path, fmt):
   y, x = np.mgrid[0:9, 0:13]
   rgb = np.stack([y * 20, x * 15, 200 - y * 10 - x * 5], axis=-1).astype(np.uint8)  # smooth, so JPEG keeps it
-  PILImage.fromarray(rgb).save(tmp_path / f"x{fmt}", **(dict(quality=95, subsampling=0) if fmt == ".jpg" else {}))
+  if fmt == ".pgm":
+    rgb = rgb[..., 0]
+  options = {".jpg": dict(quality=95, subsampling=0), ".webp": dict(lossless=True)}.get(fmt, {})
+  PILImage.fromarray(rgb).save(tmp_path / f"x{fmt}", **options)
   image = image_io.read_image(tmp_path / f"x{fmt}")
   assert image.shape == (9, 13) and image.pixels.dtype == np.uint8
   tol = 8 if fmt == ".jpg" else 0
   assert np.abs(_rgb_order(image.pixels).astype(int) - rgb).max() <= tol
+
+
+def test_sixteen_bit_pgm_keeps_its_depth(tmp_path):
+  gray = np.arange(6, dtype=np.uint16).reshape(2, 3) * 10000
+  (tmp_path / "x.pgm").write_bytes(b"P5\n3 2\n65535\n" + gray.astype(">u2").tobytes())
+  np.testing.assert_array_equal(image_io.read_image(tmp_path / "x.pgm").pixels, gray)
+
+
+@pytest.mark.parametrize("fmt,options,tol", [("JPEG", dict(quality=100, subsampling=0), 4),
+                                             ("WEBP", dict(lossless=True), 0), ("PNG", {}, 0)])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_matches_pillow(fmt, options, tol, orientation):
+  rgb = np.random.default_rng(orientation).integers(0, 256, (4, 6, 3), dtype=np.uint8)
+  exif = PILImage.Exif()
+  exif[0x0112] = orientation
+  f = io.BytesIO()
+  PILImage.fromarray(rgb).save(f, fmt, exif=exif.tobytes(), **options)
+  shown = np.asarray(ImageOps.exif_transpose(PILImage.open(io.BytesIO(f.getvalue()))))
+  image = image_io.decode(f.getvalue(), "x")
+  assert image.orientation == orientation and image.oriented and _rgb_order(image.pixels).shape == shown.shape
+  assert np.abs(_rgb_order(image.pixels).astype(int) - shown).max() <= tol
+  raw = image_io.decode(f.getvalue(), "x", keep_raw_orientation=True)
+  assert raw.shape == (4, 6) and not raw.oriented
+  np.testing.assert_array_equal(image_io.orient(raw.pixels, orientation), image.pixels)
+  assert ("EXIF orientation" in (image.note or "")) == (orientation != 1)
+
+
+def test_icc_profile_and_orientation_tag_are_written(tmp_path):
+  from PIL import ImageCms  # pylint: disable=g-import-not-at-top
+  icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+  for dtype in (np.uint8, np.uint16):  # Pillow cannot write 16-bit colour PNG metadata: OpenCV does it
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 6, 3)).astype(dtype)
+    image_io.write_png(tmp_path / "x.png", pixels, icc_profile=icc, orientation=8)
+    back = image_io.read_image(tmp_path / "x.png", keep_raw_orientation=True)
+    np.testing.assert_array_equal(back.pixels, pixels)
+    assert back.icc_profile == icc and back.orientation == 8
+    assert PILImage.open(tmp_path / "x.png").getexif()[0x0112] == 8
+
+
+@pytest.mark.parametrize("exif", [b"", b"Exif\x00\x00", b"II*\x00\xff\xff\xff\x00", b"MM\x00*\x00\x00\x00\x08\x00\x05",
+                                  b"garbage that is not TIFF"])
+def test_broken_exif_means_no_orientation(exif):
+  assert image_io._exif_orientation(exif) == 1  # pylint: disable=protected-access
 
 
 def test_notes_describe_gray_rgba_and_16_bit(tmp_path):
@@ -111,7 +159,8 @@ def _png_bytes(shape=(32, 32, 3)):
 
 @pytest.mark.parametrize("name,content,message", [
     ("truncated.png", _png_bytes()[:200], "corrupt or truncated PNG"),
-    ("text.jpg", b"this is not an image\n", "not a PNG, JPEG, BMP or TIFF image"),
+    ("text.jpg", b"this is not an image\n", "not a PNG, JPEG, WebP, BMP, TIFF, PPM or PGM image"),
+    ("truncated.webp", b"RIFF\x10\x00\x00\x00WEBPVP8L", "corrupt or truncated WebP"),
     ("empty.png", b"", "empty file"),
     ("garbage.tiff", b"II*\x00" + b"\x00" * 20, "corrupt or truncated TIFF"),
 ])
@@ -155,10 +204,12 @@ def _touch(root, *names):
 
 
 def test_find_images_recursive_sorted_and_filtered(tmp_path):
-  _touch(tmp_path, "b.png", "a.JPG", "sub/c.tif", "sub/deeper/d.bmp", "notes.txt", "sub/e.jpeg", "out/f.png")
+  _touch(tmp_path, "b.png", "a.JPG", "sub/c.tif", "sub/deeper/d.bmp", "notes.txt", "sub/e.jpeg", "out/f.png",
+         "g.webp", "h.ppm", "i.PGM", "j.gif")
   files, errors = image_io.find_images(tmp_path, exclude=tmp_path / "out")
   rel = [str(f.relative_to(tmp_path)) for f in files]
-  assert rel == ["a.JPG", "b.png", "sub/c.tif", "sub/deeper/d.bmp", "sub/e.jpeg"] and errors == []
+  assert rel == ["a.JPG", "b.png", "g.webp", "h.ppm", "i.PGM", "sub/c.tif", "sub/deeper/d.bmp", "sub/e.jpeg"]
+  assert errors == []
 
 
 def test_find_images_survives_a_symlink_loop(tmp_path):

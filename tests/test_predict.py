@@ -14,10 +14,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image as PILImage
+from PIL import ImageOps
 import pytest
 
 from bdirnet_jax import inference
 from bdirnet_jax import predict
+from bdirnet_jax import predict_io
 from tests.fakes import fail_listing, photo_pairs, space_to_depth_net
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +38,11 @@ def _write(path, pixels):
 
 def _read(path):
   return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+
+
+def _run(apply, input_path, output_dir, **kwargs):
+  """The file side (predict_io) around a Predictor of `apply`, as predict.predict composes them."""
+  return predict_io.deblur_files(predict.Predictor(apply), input_path, output_dir, **kwargs)
 
 
 def _psnr(a, b):
@@ -87,6 +94,34 @@ def test_predict_bf16_matches_float32(trained_workdir, tmp_path):
 def test_missing_input_is_an_error(trained_workdir, tmp_path, caplog):
   assert predict.predict(trained_workdir, tmp_path / "nope", tmp_path / "out", tile=0) == 1
   assert "does not exist" in caplog.text
+
+
+def _jpeg_with_orientation(path, rgb, orientation):
+  exif = PILImage.Exif()
+  exif[0x0112] = orientation
+  path.parent.mkdir(parents=True, exist_ok=True)
+  PILImage.fromarray(rgb).save(path, quality=95, exif=exif.tobytes())
+
+
+def test_exif_orientation_is_applied_and_webp_is_read(trained_workdir, tmp_path):
+  """A portrait phone photo (stored landscape, EXIF orientation 6) comes out portrait; a WebP is deblurred."""
+  photo = photo_pairs()[0][0][:40, :56]  # RGB, 40x56 stored
+  _jpeg_with_orientation(tmp_path / "in/portrait.jpg", photo, 6)
+  PILImage.fromarray(photo[:36]).save(tmp_path / "in/photo.webp", lossless=True)
+  assert predict.predict(trained_workdir, tmp_path / "in", tmp_path / "out", tile=0) == 0
+  upright = _read(tmp_path / "out/portrait.png")
+  assert upright.shape == (56, 40, 3)  # height and width swapped relative to the stored pixels
+  expected = np.rot90(photo, -1)[..., ::-1]  # orientation 6: turned 90 degrees clockwise; BGR as OpenCV reads
+  assert _psnr(upright, expected) > 20 and _psnr(upright, expected) > _psnr(upright[::-1, ::-1], expected) + 5
+  webp = _read(tmp_path / "out/photo.png")
+  assert webp.shape == (36, 56, 3) and _psnr(webp, photo[:36, :, ::-1]) > 20
+  # --keep_raw_orientation: the stored pixels, and the orientation kept as a tag so viewers still turn it.
+  assert predict.predict(trained_workdir, tmp_path / "in/portrait.jpg", tmp_path / "raw", tile=0,
+                         keep_raw_orientation=True) == 0
+  raw = _read(tmp_path / "raw/portrait.png")
+  assert raw.shape == (40, 56, 3) and _psnr(raw, photo[..., ::-1]) > 20
+  assert PILImage.open(tmp_path / "raw/portrait.png").getexif()[0x0112] == 6
+  assert 0x0112 not in PILImage.open(tmp_path / "out/portrait.png").getexif()
 
 
 def _random_init_tiny(scale=0.002, residual=0.1):
@@ -154,7 +189,7 @@ def test_channel_order_end_to_end(tmp_path):
   rgb = np.random.default_rng(0).integers(0, 256, (6, 5, 3), dtype=np.uint8)
   PILImage.fromarray(rgb).save(tmp_path / "x.png")
   swap = lambda x: x[..., [1, 2, 0]]  # R <- G, G <- B, B <- R
-  assert predict.Predictor(swap).run(tmp_path / "x.png", tmp_path / "out") == 0
+  assert _run(swap, tmp_path / "x.png", tmp_path / "out") == 0
   np.testing.assert_array_equal(np.asarray(PILImage.open(tmp_path / "out/x.png")), rgb[..., [1, 2, 0]])
 
 
@@ -164,22 +199,50 @@ def test_subfolders_are_mirrored(tmp_path):
   for name in names:
     _write(tmp_path / "in" / name, rng.integers(0, 256, (9, 11, 3), dtype=np.uint8))
   (tmp_path / "in/notes.txt").write_text("not an image, not an image extension: ignored")
-  assert predict.Predictor(invert).run(tmp_path / "in", tmp_path / "out") == 0
+  assert _run(invert, tmp_path / "in", tmp_path / "out") == 0
   written = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file())
   assert written == ["a/b.png", "a/d/e.png", "c.png", "f.png", "g.png"]
   src = _read(tmp_path / "in/c.png")
   np.testing.assert_array_equal(_read(tmp_path / "out/c.png"), 255 - src)  # lossless path: exactly inverted
   # A single file goes straight into the output folder; an output folder inside the input is not re-read.
-  assert predict.Predictor(invert).run(tmp_path / "in/a/b.jpg", tmp_path / "single") == 0
+  assert _run(invert, tmp_path / "in/a/b.jpg", tmp_path / "single") == 0
   assert [p.name for p in (tmp_path / "single").iterdir()] == ["b.png"]
-  assert predict.Predictor(invert).run(tmp_path / "in", tmp_path / "in/out") == 0
+  assert _run(invert, tmp_path / "in", tmp_path / "in/out") == 0
   assert not (tmp_path / "in/out/out").exists() and len(list((tmp_path / "in/out").rglob("*.png"))) == 5
+
+
+def test_orientation_icc_and_more_formats_exactly(tmp_path):
+  """Every EXIF orientation is applied before the network, the ICC profile is kept, WebP/PPM/PGM are read."""
+  from PIL import ImageCms  # pylint: disable=g-import-not-at-top
+  icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+  rgb = np.random.default_rng(0).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+  (tmp_path / "in").mkdir()
+  for o in range(1, 9):
+    exif = PILImage.Exif()
+    exif[0x0112] = o
+    PILImage.fromarray(rgb).save(tmp_path / f"in/o{o}.png", exif=exif.tobytes(), icc_profile=icc)
+  PILImage.fromarray(rgb).save(tmp_path / "in/lossless.webp", lossless=True)
+  PILImage.fromarray(rgb).save(tmp_path / "in/colour.ppm")
+  PILImage.fromarray(rgb[..., 0]).save(tmp_path / "in/gray.pgm")
+  assert _run(invert, tmp_path / "in", tmp_path / "out") == 0
+  for o in range(1, 9):
+    shown = np.asarray(ImageOps.exif_transpose(PILImage.open(tmp_path / f"in/o{o}.png")))  # what a viewer shows
+    out = PILImage.open(tmp_path / f"out/o{o}.png")
+    np.testing.assert_array_equal(np.asarray(out), 255 - shown, err_msg=f"orientation {o}")
+    assert out.info.get("icc_profile") == icc and 0x0112 not in out.getexif()
+  for name in ("lossless", "colour"):
+    np.testing.assert_array_equal(np.asarray(PILImage.open(tmp_path / f"out/{name}.png")), 255 - rgb)
+  np.testing.assert_array_equal(np.asarray(PILImage.open(tmp_path / "out/gray.png")), 255 - rgb[..., 0])
+  assert _run(invert, tmp_path / "in/o6.png", tmp_path / "raw", keep_raw_orientation=True) == 0
+  raw = PILImage.open(tmp_path / "raw/o6.png")
+  np.testing.assert_array_equal(np.asarray(raw), 255 - rgb)  # stored pixels, orientation kept as a tag
+  assert raw.getexif()[0x0112] == 6 and raw.info.get("icc_profile") == icc
 
 
 def test_same_stem_collision_is_reported(tmp_path, caplog):
   _write(tmp_path / "in/x.png", np.zeros((4, 4, 3), np.uint8))
   _write(tmp_path / "in/x.jpg", np.zeros((4, 4, 3), np.uint8))
-  assert predict.Predictor(invert).run(tmp_path / "in", tmp_path / "out") == 1
+  assert _run(invert, tmp_path / "in", tmp_path / "out") == 1
   assert (tmp_path / "out/x.png").exists() and "same stem" in caplog.text and "x.png" in caplog.text
 
 
@@ -191,7 +254,7 @@ def test_bad_files_are_skipped_and_reported(tmp_path, caplog):
   (tmp_path / "in/truncated.png").write_bytes(png[:len(png) // 2])
   (tmp_path / "in/text.jpg").write_text("hello, I am text\n")
   (tmp_path / "in/sub/empty.png").write_bytes(b"")
-  status = predict.Predictor(invert).run(tmp_path / "in", tmp_path / "out")
+  status = _run(invert, tmp_path / "in", tmp_path / "out")
   assert status == 1
   np.testing.assert_array_equal(_read(tmp_path / "out/good1.png"), 255 - good)
   np.testing.assert_array_equal(_read(tmp_path / "out/sub/good2.png"), 255 - good)
@@ -211,7 +274,7 @@ def test_gray_rgba_and_16_bit_are_handled_and_logged(tmp_path, caplog):
   deep = rng.integers(0, 65536, (10, 12, 3), dtype=np.uint16)
   for name, pixels in (("gray.png", gray), ("rgba.png", rgba), ("deep.png", deep)):
     _write(tmp_path / "in" / name, pixels)
-  assert predict.Predictor(invert).run(tmp_path / "in", tmp_path / "out") == 0
+  assert _run(invert, tmp_path / "in", tmp_path / "out") == 0
   np.testing.assert_array_equal(_read(tmp_path / "out/gray.png"), 255 - gray)  # 2-D in, 2-D out
   out = _read(tmp_path / "out/rgba.png")
   np.testing.assert_array_equal(out[..., :3], 255 - rgba[..., :3])
@@ -227,7 +290,7 @@ def test_unreadable_folder_is_reported_and_the_rest_written(tmp_path, monkeypatc
   for name in ("a.png", "locked/b.png", "open/c.png"):
     _write(tmp_path / "in" / name, np.zeros((3, 3, 3), np.uint8))
   fail_listing(monkeypatch, "locked")
-  assert predict.Predictor(invert).run(tmp_path / "in", tmp_path / "out") == 1
+  assert _run(invert, tmp_path / "in", tmp_path / "out") == 1
   assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.png")) == [
       "a.png", "open/c.png"]
   assert f"{tmp_path / 'in' / 'locked'}: cannot list folder: Permission denied" in caplog.text
@@ -241,7 +304,7 @@ def test_a_failing_batch_is_reported_and_the_rest_written(tmp_path, caplog):
 
   _write(tmp_path / "in/small.png", np.zeros((8, 8, 3), np.uint8))
   _write(tmp_path / "in/big.png", np.zeros((100, 100, 3), np.uint8))
-  assert predict.Predictor(flaky).run(tmp_path / "in", tmp_path / "out") == 1
+  assert _run(flaky, tmp_path / "in", tmp_path / "out") == 1
   assert (tmp_path / "out/small.png").exists() and not (tmp_path / "out/big.png").exists()
   assert "big.png: deblurring failed: RuntimeError: RESOURCE_EXHAUSTED" in caplog.text
 
@@ -313,13 +376,13 @@ def test_invalid_tiling_flags():
 _PEAK_SCRIPT = textwrap.dedent("""
     import re, sys
     sys.path.insert(0, sys.argv[3])
-    from bdirnet_jax import predict
+    from bdirnet_jax import predict, predict_io
     def rss():
       with open("/proc/self/status") as f:
         return int(re.search(r"VmHWM:\\s+(\\d+) kB", f.read()).group(1)) * 1024
     predictor = predict.Predictor(lambda x: 1.0 - x, multiple=8, tile=512, tile_overlap=32, batch_size=8)
     base = rss()
-    status = predictor.run(sys.argv[1], sys.argv[2])
+    status = predict_io.deblur_files(predictor, sys.argv[1], sys.argv[2])
     print(status, base, rss())
 """)
 

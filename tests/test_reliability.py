@@ -23,19 +23,21 @@ STEPS = 14  # enough steps after each kill that the run is still going when the 
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return fakes.synthetic_blur_data_dir(tmp_path_factory)
+def data_dir(synthetic_blur_data_dir):
+  return synthetic_blur_data_dir
 
 
 @pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-  return tmp_path_factory.mktemp("jax_compile_cache")
+def compile_cache():
+  return os.environ.get("JAX_COMPILATION_CACHE_DIR")  # the run's (tests/conftest.py)
 
 
 def _train_cmd(workdir, data_dir, checkpoint_every=2):
-  # checkpoint_every_steps is not part of the compiled step, so runs that differ in it share the compilation cache.
+  # checkpoint_every_steps is not part of the compiled step, so runs that differ in it share the compilation cache
+  # (and the schedule horizon is test_distributed.py's).
   return [sys.executable, "main.py", "--mode=train", "--config=configs/tiny.py", f"--workdir={workdir}",
           f"--config.dataset.data_dir={data_dir}", f"--config.num_train_steps={STEPS}",
+          f"--config.optim.schedule_steps={fakes.ON_THE_FLY_SCHEDULE_STEPS}",
           f"--config.checkpoint_every_steps={checkpoint_every}", "--config.log_every_steps=2"]
 
 
@@ -147,6 +149,7 @@ def _nan_config(policy, steps):
   config = tiny.get_config()
   config.nan_policy = policy
   config.num_train_steps = steps
+  config.optim.schedule_steps = 4  # one horizon for both policies' runs: one compiled step, loaded from the cache
   config.checkpoint_every_steps = 2
   config.log_every_steps = 2
   config.async_checkpointing = False

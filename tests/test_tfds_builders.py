@@ -255,6 +255,20 @@ def test_load_image_palette_and_jpeg(tmp_path):
   assert img.conversions == ("non-png",) and _decode(img.png_bytes).shape == (8, 8, 3)
 
 
+def test_load_image_uses_predicts_reader_and_keeps_stored_orientation(tmp_path):
+  from bdirnet_jax import image_io  # pylint: disable=g-import-not-at-top
+  assert _common.IMAGE_EXTENSIONS is image_io.EXTENSIONS  # one list of formats for predict and the builders
+  rgb = np.random.default_rng(0).integers(0, 256, (4, 6, 3), dtype=np.uint8)
+  Image.fromarray(rgb).save(tmp_path / "x.webp", lossless=True)
+  img = _common.load_image(tmp_path / "x.webp")
+  assert img.conversions == ("non-png",) and np.array_equal(_decode(img.png_bytes), rgb)
+  exif = Image.Exif()
+  exif[0x0112] = 6
+  Image.fromarray(rgb).save(tmp_path / "x.jpg", quality=95, exif=exif.tobytes())
+  assert _common.load_image(tmp_path / "x.jpg").size == (6, 4)  # a pair's geometry does not follow tags
+  assert [p.name for p in _common.list_images(_common.epath.Path(tmp_path))] == ["x.jpg", "x.webp"]
+
+
 def test_conversion_count_is_logged_per_split(tmp_path, caplog):
   cfg = sb.SyntheticBlurConfig(
       name="test_gaussian_1", family="gaussian", train_variants=1, test_variants=1

@@ -1,6 +1,14 @@
-"""The train step and loop: learning, sharding invariance and exact resume."""
+"""The train step and loop: learning, sharding invariance and exact resume.
+
+Every test here trains the tiny model with the config of conftest's trained_workdir (or resumes that workdir), so
+the run compiles its train step once per device count and loads it from the compilation cache afterwards.
+"""
+import shutil
+
+from etils import epath
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from bdirnet_jax import checkpoint
@@ -11,15 +19,21 @@ from bdirnet_jax import train
 from bdirnet_jax.train_state import ema_decay, learning_rate_schedule
 from bdirnet_jax.train_step import jit_train_step
 from configs import tiny
-from tests.fakes import PairIterator
+from tests.fakes import PairIterator, trained_workdir_config
 
 
-def _run_steps(config, devices, num_steps, seed=0, state=None, start=0):
+def _step_setup(config, devices):
+  """(mesh, init_rng, step_rng, model, tx, shardings, init, step) as the training loop builds them."""
   mesh = sharding_lib.create_mesh((-1, 1), devices=devices)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   model, tx, _, shardings, init = train.create_state(config, mesh, init_rng)
+  step_rng = jax.jit(lambda key: key, out_shardings=sharding_lib.replicated(mesh))(step_rng)  # as train.py does
+  return mesh, init_rng, step_rng, model, tx, shardings, init, jit_train_step(model, tx, config, mesh, shardings)
+
+
+def _run_steps(config, devices, num_steps, seed=0, state=None, start=0):
+  mesh, init_rng, step_rng, _, _, shardings, init, step = _step_setup(config, devices)
   state = init(init_rng) if state is None else jax.device_put(state, shardings)
-  step = jit_train_step(model, tx, config, mesh, shardings)
   data = PairIterator(config.batch_size, config.dataset.crop_size, seed=seed)
   batch_sharding = sharding_lib.batch_sharding(mesh)
   data.set_state({"index": start})
@@ -32,17 +46,14 @@ def _run_steps(config, devices, num_steps, seed=0, state=None, start=0):
 
 def test_ema_warms_up_from_the_first_updates():
   """EMA after 3 updates equals the warm-up recursion e_t = d_t e_{t-1} + (1 - d_t) p_t, d_t = min(d, (1+t)/(10+t))."""
-  config = tiny.get_config()
+  config = trained_workdir_config()
   decays = [float(ema_decay(config, t)) for t in range(3)]
   assert decays == pytest.approx([0.1, 2 / 11, 3 / 12])
   config.optim.ema_warmup = False
   assert float(ema_decay(config, 0)) == pytest.approx(config.optim.ema_decay)
   config.optim.ema_warmup = True
-  mesh = sharding_lib.create_mesh((-1, 1), devices=jax.devices()[:1])
-  init_rng, step_rng = jax.random.split(jax.random.key(0))
-  model, tx, _, shardings, init = train.create_state(config, mesh, init_rng)
+  mesh, init_rng, step_rng, _, _, _, init, step = _step_setup(config, jax.devices()[:1])
   state = init(init_rng)
-  step = jit_train_step(model, tx, config, mesh, shardings)
   data = PairIterator(config.batch_size, config.dataset.crop_size)
   batch_sharding = sharding_lib.batch_sharding(mesh)
   expected = jax.device_get(state.params)
@@ -74,26 +85,29 @@ def test_schedule_horizon_is_fixed_at_start_so_extending_does_not_jump():
   assert float(extended(100)) <= float(lr(98))  # never back up the cosine
 
 
-def test_resumed_run_keeps_its_horizon_and_refuses_another(tmp_path):
-  config = tiny.get_config()
-  config.num_train_steps = 2
-  config.checkpoint_every_steps = 2
-  config.log_every_steps = 1
-  train.train_and_evaluate(config, tmp_path, PairIterator(config.batch_size, config.dataset.crop_size))
+def _copy(workdir, tmp_path):
+  """A writable copy of the shared trained_workdir (4 steps, horizon 4, checkpoint at step 4)."""
+  return shutil.copytree(workdir, tmp_path / "workdir")
+
+
+def test_resumed_run_keeps_its_horizon_and_refuses_another(trained_workdir, tmp_path):
+  workdir = _copy(trained_workdir, tmp_path)
+  assert checkpoint.load_config(workdir).optim.schedule_steps == 4  # a new run fixed it to its num_train_steps
+  config = trained_workdir_config()
+  config.num_train_steps = 5
+  train.train_and_evaluate(config, workdir, PairIterator(config.batch_size, config.dataset.crop_size))
   assert config.optim.schedule_steps is None  # the caller's config is not modified
-  config.num_train_steps = 3
-  train.train_and_evaluate(config, tmp_path, PairIterator(config.batch_size, config.dataset.crop_size))
-  saved = checkpoint.load_config(tmp_path)
-  assert saved.optim.schedule_steps == 2 and saved.num_train_steps == 3
-  config.num_train_steps = 4
-  config.optim.schedule_steps = 4
-  with pytest.raises(config_validation.ConfigError, match="schedule_steps=4 differs from the 2"):
-    train.train_and_evaluate(config, tmp_path, PairIterator(config.batch_size, config.dataset.crop_size))
+  saved = checkpoint.load_config(workdir)
+  assert saved.optim.schedule_steps == 4 and saved.num_train_steps == 5
+  config.num_train_steps = 6
+  config.optim.schedule_steps = 6
+  with pytest.raises(config_validation.ConfigError, match="schedule_steps=6 differs from the 4"):
+    train.train_and_evaluate(config, workdir, PairIterator(config.batch_size, config.dataset.crop_size))
 
 
 def test_sharded_step_on_4_devices_matches_1_device():
   assert jax.device_count() == 4
-  config = tiny.get_config()
+  config = trained_workdir_config()
   # Warm start: the zero-initialised ending conv makes the first upstream gradients ~1e-8, where Adam turns
   # float32 reduction-order noise into full-size updates; from a trained state the comparison is meaningful.
   warm, _ = _run_steps(config, jax.devices()[:1], 5)
@@ -112,36 +126,34 @@ def test_batch_is_sharded_on_data_axis():
   assert len(shards) == 4 and all(s.data.shape == (2, 4, 4, 3) for s in shards)
 
 
-def test_resume_is_bit_identical_to_uninterrupted_run(tmp_path):
-  config = tiny.get_config()
-  config.optim.schedule_steps = 6  # both runs on the same schedule; the interrupted one stops at step 3
-  config.num_train_steps = 6
-  config.checkpoint_every_steps = 3
-  config.log_every_steps = 3
-  straight = train.train_and_evaluate(config, tmp_path / "straight",
-                                      PairIterator(config.batch_size, config.dataset.crop_size))
-  config.num_train_steps = 3
-  train.train_and_evaluate(config, tmp_path / "resumed", PairIterator(config.batch_size, config.dataset.crop_size))
-  assert (tmp_path / "resumed" / "checkpoints" / "3").exists()
-  assert (tmp_path / "resumed" / "config.json").exists()
-  config.num_train_steps = 6  # raising num_train_steps continues training
-  resumed = train.train_and_evaluate(config, tmp_path / "resumed",
-                                     PairIterator(config.batch_size, config.dataset.crop_size))
-  assert int(resumed.step) == 6
+def test_resume_is_bit_identical_to_uninterrupted_run(trained_workdir, tmp_path):
+  """Stopped at step 2 and resumed to 4, a run ends bit-identical to trained_workdir's uninterrupted 4 steps."""
+  config = trained_workdir_config()
+  config.optim.schedule_steps = 4  # the uninterrupted run's horizon; this one stops at step 2
+  config.num_train_steps = 2
+  workdir = tmp_path / "resumed"
+  train.train_and_evaluate(config, workdir, PairIterator(config.batch_size, config.dataset.crop_size))
+  assert (workdir / "checkpoints" / "2").exists() and (workdir / "config.json").exists()
+  config.num_train_steps = 4  # raising num_train_steps continues training
+  resumed = train.train_and_evaluate(config, workdir, PairIterator(config.batch_size, config.dataset.crop_size))
+  assert int(resumed.step) == 4
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), resumed)
+  with ocp.StandardCheckpointer() as checkpointer:
+    straight = checkpointer.restore(epath.Path(trained_workdir) / "checkpoints" / "4" / "state", abstract)
+  assert int(straight.step) == 4
   for name in ("params", "ema_params", "opt_state"):
     for a, b in zip(jax.tree.leaves(getattr(straight, name)), jax.tree.leaves(getattr(resumed, name))):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_workdir_of_another_preset_is_refused(tmp_path):
-  config = tiny.get_config()
-  config.num_train_steps = 1
-  train.train_and_evaluate(config, tmp_path, PairIterator(config.batch_size, config.dataset.crop_size))
-  before = (tmp_path / "config.json").read_text()
+def test_workdir_of_another_preset_is_refused(trained_workdir, tmp_path):
+  workdir = _copy(trained_workdir, tmp_path)
+  before = (workdir / "config.json").read_text()
+  config = trained_workdir_config()
   config.model.preset = "small"
   with pytest.raises(ValueError, match="different model"):
-    train.train_and_evaluate(config, tmp_path, PairIterator(config.batch_size, config.dataset.crop_size))
-  assert (tmp_path / "config.json").read_text() == before
+    train.train_and_evaluate(config, workdir, PairIterator(config.batch_size, config.dataset.crop_size))
+  assert (workdir / "config.json").read_text() == before
 
 
 def test_workdir_of_another_compute_dtype_is_refused(tmp_path):

@@ -1,7 +1,8 @@
 """Shared helpers for the deblurring TFDS builders.
 
-Everything here is import-cheap: no tensorflow, no jax.  Images are read with
-Pillow (and OpenCV, when installed, for 16-bit sources); files are reached through
+Everything here is import-cheap: no tensorflow, no jax.  Images are decoded by
+`bdirnet_jax.image_io.decode` (OpenCV, imported on the first decode; the reader
+`--mode=predict` uses, so both take the same formats); files are reached through
 `etils.epath` so builders also work on GCS-like paths.
 
 Main pieces:
@@ -10,6 +11,9 @@ Main pieces:
   only, ArrayRecord by default, VERSION 1.0.0, standard features).
 * `load_image()`: reads one file, validates it and returns PNG bytes of an 8-bit RGB
   image.  When the source already is an 8-bit RGB PNG, the original bytes are kept.
+  Pixels are stored as they are in the file: EXIF orientation is not applied (TIFF
+  excepted: its decoders always apply it), so the geometry of a blurry/sharp pair
+  does not depend on tags.
 * `ConversionStats`: counts sources converted to 8-bit RGB, logged at the end of a
   split.
 * `ManualDirError`, `ImageFileError`, `SizeMismatchError`: the errors raised on bad
@@ -32,10 +36,10 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
-# File extensions we treat as images when scanning folders.
-IMAGE_EXTENSIONS = (
-    ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
-)
+from bdirnet_jax import image_io  # numpy only at import; OpenCV is imported on the first decode
+
+# File extensions we treat as images when scanning folders: the ones predict reads.
+IMAGE_EXTENSIONS = image_io.EXTENSIONS
 
 DEFAULT_FILE_FORMAT = "array_record"
 
@@ -226,22 +230,6 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
   return np.clip(arr, 0, 255).astype(np.uint8)
 
 
-def _decode_16bit_cv2(data: bytes) -> np.ndarray | None:
-  """Decodes a 16-bit image with OpenCV (exact), RGB(A)/gray channel order."""
-  try:
-    import cv2  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return None
-  arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-  if arr is None:
-    return None
-  if arr.ndim == 3 and arr.shape[2] == 3:
-    arr = arr[..., ::-1]
-  elif arr.ndim == 3 and arr.shape[2] == 4:
-    arr = arr[..., [2, 1, 0, 3]]
-  return arr
-
-
 def _array_to_rgb8(arr: np.ndarray) -> np.ndarray:
   """HxW / HxWx1 / HxWx2 (gray+alpha) / HxWx3 / HxWx4 -> HxWx3 uint8 (alpha dropped)."""
   arr = _to_uint8(arr)
@@ -266,7 +254,7 @@ def encode_png(rgb: np.ndarray) -> bytes:
 
 
 def load_image(path: epath.PathLike, image_id: str | None = None) -> LoadedImage:
-  """Reads and validates one image file.
+  """Reads and validates one image file, with the reader predict uses (stored orientation kept).
 
   Returns PNG bytes of an 8-bit RGB image: the file's own bytes when it is an 8-bit
   RGB PNG without transparency, otherwise a lossless PNG re-encoding of the image
@@ -276,72 +264,47 @@ def load_image(path: epath.PathLike, image_id: str | None = None) -> LoadedImage
   Raises:
     ImageFileError: the file cannot be read, is truncated, or is not an image.
   """
-  from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
-
   path = epath.Path(path)
   name = image_id or str(path)
   try:
     data = path.read_bytes()
   except (OSError, ValueError) as e:
     raise ImageFileError(f"Cannot read image file {path}: {e}") from e
-  if not data:
-    raise ImageFileError(f"Image file {path} is empty (0 bytes).")
-  png = _png_header(data)
   try:
-    with Image.open(io.BytesIO(data)) as img:
-      img.load()  # Full decode: catches truncated files.
-      fmt, mode, (width, height) = img.format, img.mode, img.size
-      has_transparency = "transparency" in img.info
-      if width <= 0 or height <= 0:
-        raise ImageFileError(f"Image file {path} has an empty size {width}x{height}.")
-      # Fast path: 8-bit truecolour PNG (colour type 2) -> keep the original bytes.
-      if fmt == "PNG" and png == (8, 2) and mode == "RGB" and not has_transparency:
-        return LoadedImage(data, width, height, name, ())
-      sixteen_bit = (png is not None and png[0] == 16) or mode.startswith("I;16")
-      arr = _decode_16bit_cv2(data) if sixteen_bit else None
-      if arr is None:
-        if mode in ("I", "F") or mode.startswith("I;16"):
-          arr = np.asarray(img)
-        elif mode in ("P", "PA"):
-          arr = np.asarray(img.convert("RGBA"))
-        elif mode in ("RGB", "RGBA", "L", "LA"):
-          arr = np.asarray(img)
-        else:  # "1", CMYK, YCbCr, LAB, HSV, RGBa, La, ...
-          arr = np.asarray(img.convert("RGB"))
-  except ImageFileError:
-    raise
-  except UnidentifiedImageError as e:
-    raise ImageFileError(f"{path} is not a recognised image file ({e}).") from e
-  except (OSError, SyntaxError, ValueError, struct.error, EOFError) as e:
-    raise ImageFileError(
-        f"Image file {path} is truncated or corrupt: {type(e).__name__}: {e}"
-    ) from e
+    pixels = image_io.decode(data, path, keep_raw_orientation=True).pixels
+  except image_io.ImageReadError as e:
+    if e.kind == "empty":
+      raise ImageFileError(f"Image file {path} is empty (0 bytes).") from None
+    if e.kind == "unknown":
+      raise ImageFileError(f"{path} is not a recognised image file ({e.reason}).") from None
+    raise ImageFileError(f"Image file {path} is truncated or corrupt: {e.reason}") from None
+  height, width = pixels.shape[:2]
+  if height <= 0 or width <= 0:
+    raise ImageFileError(f"Image file {path} has an empty size {width}x{height}.")
+  channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+  png = _png_header(data)
+  # Fast path: 8-bit truecolour PNG (colour type 2) without transparency (which decodes as a 4th channel).
+  if png == (8, 2) and channels == 3:
+    return LoadedImage(data, width, height, name, ())
 
   conversions = []
-  if sixteen_bit or mode in ("I", "F"):
+  if pixels.dtype != np.uint8:
     conversions.append("16-bit")
-  if mode in ("1", "L", "LA", "I", "F") or mode.startswith("I;16") or (
-      png is not None and png[1] in (0, 4)
-  ):
+  if channels == 1 or (png is not None and png[1] in (0, 4)):
     conversions.append("grayscale")
-  if mode in ("RGBA", "LA", "PA", "RGBa", "La") or has_transparency or (
-      png is not None and png[1] in (4, 6)
-  ):
+  if channels in (2, 4):
     conversions.append("alpha")
-  if mode in ("P", "PA"):
+  if png is not None and png[1] == 3:
     conversions.append("palette")
-  if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-    conversions.append(mode.lower())
   if not conversions:
-    conversions.append("non-png" if fmt != "PNG" else "other")
+    conversions.append("non-png" if png is None else "other")
+  rgb_order = pixels if channels == 1 else pixels[..., 2::-1] if channels >= 3 else pixels[..., :1]
   try:
-    rgb = _array_to_rgb8(arr)
+    rgb = _array_to_rgb8(rgb_order)
   except Exception as e:  # pylint: disable=broad-except
     raise ImageFileError(
-        f"Cannot convert image file {path} (mode {mode}) to 8-bit RGB: {e}"
+        f"Cannot convert image file {path} ({pixels.dtype}, {channels} channels) to 8-bit RGB: {e}"
     ) from e
-  if rgb.shape[:2] != (height, width):
-    raise ImageFileError(f"Decoded size of {path} differs from its header size.")
   return LoadedImage(encode_png(rgb), width, height, name, tuple(dict.fromkeys(conversions)))
 
 
