@@ -179,9 +179,9 @@ def test_two_processes_match_one_process_and_restore_on_other_device_counts(synt
 
 
 @pytest.mark.slow
-def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_saved_step(tmp_path_factory, tmp_path):
+def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_saved_step(synthetic_blur_data_dir, tmp_path):
   """jax's preemption sync point: the notice reaches every process, which all save one step and exit with 0."""
-  data_dir = fakes.synthetic_blur_data_dir(tmp_path_factory)
+  data_dir = synthetic_blur_data_dir
   workdir = tmp_path / "preempted"
   port = _free_port()
   procs, logs = [], []
