@@ -70,19 +70,25 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def _two_processes(workdir, data_dir, steps, logdir):
-  """Runs main.py as processes 0 and 1 of 2 (2 fake CPU devices each); returns their pids."""
+def _spawn_two(workdir, data_dir, logs, flags):
+  """Starts main.py training as processes 0 and 1 of 2 (2 fake CPU devices each), logging to `logs`."""
   port = _free_port()
-  procs, logs = [], []
-  for i in range(2):
-    logs.append(logdir / f"steps{steps}_process{i}.log")
-    with open(logs[-1], "w") as log:
+  procs = []
+  for i, path in enumerate(logs):
+    with open(path, "w") as log:
       procs.append(subprocess.Popen(
           [sys.executable, "main.py", "--mode=train", "--config=configs/tiny.py", f"--workdir={workdir}",
-           f"--config.dataset.data_dir={data_dir}", f"--config.num_train_steps={steps}",
-           *[f"--config.{k}={v}" for k, v in OVERRIDES.items()],
+           f"--config.dataset.data_dir={data_dir}", *flags,
            f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"],
           cwd=fakes.REPO, env=fakes.subprocess_env(2), stdout=log, stderr=subprocess.STDOUT))
+  return procs
+
+
+def _two_processes(workdir, data_dir, steps, logdir):
+  """Runs main.py as processes 0 and 1 of 2 (2 fake CPU devices each); returns their pids."""
+  logs = [logdir / f"steps{steps}_process{i}.log" for i in range(2)]
+  procs = _spawn_two(workdir, data_dir, logs, [f"--config.num_train_steps={steps}",
+                                               *[f"--config.{k}={v}" for k, v in OVERRIDES.items()]])
   try:
     for proc, log in zip(procs, logs):
       assert proc.wait(540) == 0, log.read_text()[-4000:]
@@ -183,17 +189,9 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_saved_step(synth
   """jax's preemption sync point: the notice reaches every process, which all save one step and exit with 0."""
   data_dir = synthetic_blur_data_dir
   workdir = tmp_path / "preempted"
-  port = _free_port()
-  procs, logs = [], []
-  for i in range(2):
-    logs.append(tmp_path / f"process{i}.log")
-    with open(logs[-1], "w") as log:
-      procs.append(subprocess.Popen(
-          [sys.executable, "main.py", "--mode=train", "--config=configs/tiny.py", f"--workdir={workdir}",
-           f"--config.dataset.data_dir={data_dir}", "--config.num_train_steps=1000",
-           "--config.checkpoint_every_steps=1000", "--config.log_every_steps=1",
-           f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"],
-          cwd=fakes.REPO, env=fakes.subprocess_env(2), stdout=log, stderr=subprocess.STDOUT))
+  logs = [tmp_path / f"process{i}.log" for i in range(2)]
+  procs = _spawn_two(workdir, data_dir, logs, ["--config.num_train_steps=1000",
+                                               "--config.checkpoint_every_steps=1000", "--config.log_every_steps=1"])
   try:
     deadline = time.time() + 480
     while not re.search(r"\] \[3\] .*loss=", logs[0].read_text()):  # only process 0 logs the metrics
