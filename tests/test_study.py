@@ -276,7 +276,6 @@ def test_smoke_study_report(smoke_study):
   assert (out / "report_psnr.png").stat().st_size > 5000
 
 
-@pytest.mark.slow
 def _forbid_training_and_restoring(monkeypatch, message):
   """Training, model loading and the baselines' restore raise `message` if called."""
   from bdirnet_jax import inference
@@ -290,6 +289,7 @@ def _forbid_training_and_restoring(monkeypatch, message):
   monkeypatch.setattr(classical, "restore", refuse)
 
 
+@pytest.mark.slow
 def test_second_invocation_trains_and_scores_nothing(smoke_study, monkeypatch):
   from bdirnet_jax import study
   from configs.studies import smoke
@@ -319,6 +319,7 @@ def test_unfinished_run_resumes_from_its_checkpoint(smoke_study):
   assert (out / "report.md").read_bytes() == report
 
 
+@pytest.mark.slow
 def test_committed_study_without_checkpoints_resumes_and_reports_alike(smoke_study, monkeypatch, tmp_path):
   """What a study commits (per run: config.json and study_scores.json; baseline_scores.json) is enough for a later
   sitting on another machine: finished runs are neither retrained nor rescored, and the report is the same."""

@@ -4,8 +4,8 @@ Usage (from the repository root):
     python tfds_builders/make_dummy_data.py          # rewrite all dummy_data/ folders
     python tfds_builders/make_dummy_data.py --check  # exit 1 if files would change
 
-Each tree replicates the layout of the official archive (see
-/work/shared/REFERENCE.md section 7 and each builder's MANUAL_DOWNLOAD_INSTRUCTIONS)
+Each tree replicates the layout of the official archive (see each
+builder's MANUAL_DOWNLOAD_INSTRUCTIONS)
 with a handful of 32x48 (HxW) PNGs.  Images are smooth deterministic patterns (they
 compress to well under 1 KiB); the "blurry" image is a box blur of the "sharp" one.
 Only numpy and Pillow are used; the output is byte-for-byte reproducible.
