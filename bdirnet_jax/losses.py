@@ -3,8 +3,11 @@
 Every term is a pure function of arrays so the unit tests can pin its value on hand-made inputs; `total_loss`
 combines them with the weights of `config.loss` (a weight of 0 removes the term and, where possible, its compute).
 """
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 RECONSTRUCTION_TYPES = ("l1", "charbonnier", "psnr", "l2")
@@ -46,6 +49,32 @@ def reconstruction_loss(x, y, kind="charbonnier", eps=1e-3):
   raise ValueError(f"config.loss.reconstruction must be one of {RECONSTRUCTION_TYPES}, got {kind!r}")
 
 
+def _dft_cos_sin(n, num_freqs):
+  """cos and sin of the n-point DFT's angles for the first `num_freqs` frequencies, each scaled by 1/sqrt(n)."""
+  angle = 2 * np.pi * (np.outer(np.arange(n), np.arange(num_freqs)) % n) / n  # exact phase, then float64 trig
+  return (np.cos(angle) / np.sqrt(n)).astype(np.float32), (np.sin(angle) / np.sqrt(n)).astype(np.float32)
+
+
+def rfft2_ortho(x):
+  """`jnp.fft.rfft2(x, axes=(1, 2), norm="ortho")` of a float32 NHWC batch, as (real, imag), computed by matmuls.
+
+  XLA's SPMD partitioner does not split an FFT along a sharded batch axis: it all-gathers the global batch onto
+  every device (3 all-gathers per step, growing with the global batch; BENCHMARKS.md). A DFT written as einsums
+  with cos/sin matrices partitions like any matmul, so the loss stays on each device's own images. HIGHEST
+  precision keeps TF32/bf16 matmul passes out of a float32 loss.
+  """
+  _, h, w, _ = x.shape
+  cos_w, sin_w = _dft_cos_sin(w, w // 2 + 1)
+  cos_h, sin_h = _dft_cos_sin(h, h)
+  mm = functools.partial(jnp.einsum, precision=jax.lax.Precision.HIGHEST)
+  re = mm("bhwc,wk->bhkc", x, cos_w)  # x is real: the W-axis transform is re + i * im
+  im = -mm("bhwc,wk->bhkc", x, sin_w)
+  # (cos_h - i sin_h)^T (re + i im): the H-axis transform of a complex array in real arithmetic
+  real = mm("hu,bhkc->bukc", cos_h, re) + mm("hu,bhkc->bukc", sin_h, im)
+  imag = mm("hu,bhkc->bukc", cos_h, im) - mm("hu,bhkc->bukc", sin_h, re)
+  return real, imag
+
+
 def fft_loss(x, y):
   """L1 between 2-D spectra (real and imaginary parts), MIMO-UNet's frequency loss, orthonormally scaled.
 
@@ -53,9 +82,9 @@ def fft_loss(x, y):
   comparable to the pixel loss. The unnormalised transform grows with sqrt(H*W) (about 6 against a pixel L1 of
   0.04 on 128x128 crops) and drowned the reconstruction term.
   """
-  fx = jnp.fft.rfft2(x.astype(jnp.float32), axes=(1, 2), norm="ortho")
-  fy = jnp.fft.rfft2(y.astype(jnp.float32), axes=(1, 2), norm="ortho")
-  return jnp.mean(jnp.abs(fx.real - fy.real)) + jnp.mean(jnp.abs(fx.imag - fy.imag))
+  xr, xi = rfft2_ortho(x.astype(jnp.float32))
+  yr, yi = rfft2_ortho(y.astype(jnp.float32))
+  return jnp.mean(jnp.abs(xr - yr)) + jnp.mean(jnp.abs(xi - yi))
 
 
 def standardize(z, eps=1e-5):
