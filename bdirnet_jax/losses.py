@@ -61,7 +61,8 @@ def rfft2_ortho(x):
   XLA's SPMD partitioner does not split an FFT along a sharded batch axis: it all-gathers the global batch onto
   every device (3 all-gathers per step, growing with the global batch; BENCHMARKS.md). A DFT written as einsums
   with cos/sin matrices partitions like any matmul, so the loss stays on each device's own images. HIGHEST
-  precision keeps TF32/bf16 matmul passes out of a float32 loss.
+  precision keeps TF32/bf16 matmul passes out of a float32 loss. The cost grows as H*W*(H+W) rather than
+  H*W*log(H*W): about 1% of a base train step at 256x256 crops, still under 2% at 512x512.
   """
   _, h, w, _ = x.shape
   cos_w, sin_w = _dft_cos_sin(w, w // 2 + 1)
