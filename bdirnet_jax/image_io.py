@@ -14,7 +14,7 @@ the profile still describes them); other metadata (camera, GPS, time) is not cop
 import dataclasses
 import os
 from pathlib import Path
-import struct
+import warnings
 
 import numpy as np
 
@@ -88,28 +88,28 @@ def orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def _exif_orientation(exif: bytes) -> int:
-  """Tag 0x0112 of IFD0 of a TIFF-structured EXIF block; 1 when absent or unreadable."""
-  if exif.startswith(b"Exif\x00\x00"):
-    exif = exif[6:]
-  order = {b"II": "<", b"MM": ">"}.get(exif[:2])
+  """Tag 0x0112 of an EXIF block (Pillow's parser); 1 when absent, invalid or the block is unreadable.
+
+  Pillow warns or raises (SyntaxError, struct.error, ...) on corrupt blocks; a broken tag must not lose the image.
+  """
+  from PIL import Image as PILImage  # pylint: disable=g-import-not-at-top
+  tags = PILImage.Exif()
   try:
-    if order is None:
-      return 1
-    (ifd,) = struct.unpack_from(order + "I", exif, 4)
-    (count,) = struct.unpack_from(order + "H", exif, ifd)
-    for i in range(count):
-      tag, kind, n = struct.unpack_from(order + "HHI", exif, ifd + 2 + 12 * i)
-      if tag == _ORIENTATION_TAG and kind == 3 and n == 1:
-        (value,) = struct.unpack_from(order + "H", exif, ifd + 2 + 12 * i + 8)
-        return value if value in _ORIENT else 1
-  except struct.error:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")
+      tags.load(exif)
+      value = tags.get(_ORIENTATION_TAG, 1)
+  except Exception:  # pylint: disable=broad-except  (any parse failure means "no orientation")
     return 1
-  return 1
+  return value if isinstance(value, int) and value in _ORIENT else 1
 
 
 def orientation_exif(orientation: int) -> bytes:
-  """A minimal TIFF-structured EXIF block holding only `orientation` (for PNG eXIf chunks)."""
-  return struct.pack("<2sHIHHHIHHI", b"II", 42, 8, 1, _ORIENTATION_TAG, 3, 1, orientation, 0, 0)
+  """A TIFF-structured EXIF block holding only `orientation` (the payload of a PNG eXIf chunk)."""
+  from PIL import Image as PILImage  # pylint: disable=g-import-not-at-top
+  tags = PILImage.Exif()
+  tags[_ORIENTATION_TAG] = int(orientation)
+  return tags.tobytes().removeprefix(b"Exif\x00\x00")
 
 
 def decode(data, path, *, keep_raw_orientation: bool = False) -> Image:

@@ -243,8 +243,8 @@ def markdown(rows, *, study: dict, test_sets: Sequence[study_testsets.TestSet], 
 
   for metric, name, unit, digits in METRICS:
     lines += [f"## {name}" + (f" ({unit})" if unit else ""), "",
-              f"Mean ± standard deviation over seeds; in-dist / out-of-dist: mean over the rows in scope "
-              f"(rule below). Baseline rows: mean over the images.", "",
+              "Mean ± standard deviation over seeds; in-dist / out-of-dist: mean over the rows in scope "
+              "(rule below). Baseline rows: mean over the images.", "",
               "| config | train blur | " + " | ".join(labels) + " | in-dist | out-of-dist |",
               "|---|---|" + "---|" * (len(labels) + 2)]
     for config, tb in cells:

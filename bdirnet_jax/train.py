@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from etils import epath
 
 from bdirnet_jax import checkpoint
 from bdirnet_jax import config_validation
