@@ -287,35 +287,62 @@ def markdown(rows, *, study: dict, test_sets: Sequence[study_testsets.TestSet], 
   return "\n".join(lines)
 
 
+def plot_bars(rows, labels: Sequence[str]) -> tuple[bool, dict]:
+  """The values report_psnr.png draws: (relative, {train_blur: [(name, means, stds, is_baseline)]}).
+
+  relative: PSNR gain over the blurred input on each test set, because absolute bars all sit near the input's PSNR
+  and hide the differences a study is about; absolute PSNR when the rows have no `input` baseline.
+  """
+  nets = _networks(rows)
+  train_blurs = list(dict.fromkeys(r["train_blur"] for r in nets)) or ["–"]
+  configs = list(dict.fromkeys(r["config"] for r in nets))
+  inputs = [baseline_mean(rows, "psnr", "input", [l]) for l in labels]
+  relative = all(v is not None for v in inputs)
+  offsets = inputs if relative else [0.0] * len(labels)
+  baselines = [b for b in classical.BASELINES
+               if any(r["config"] == b for r in rows) and not (relative and b == "input")]
+  bars = {}
+  for tb in train_blurs:
+    series = []
+    for config in configs:
+      stats = [cell_stats(nets, "psnr", config, tb, [l]) for l in labels]
+      series.append((config, [s[0] - o if s else 0.0 for s, o in zip(stats, offsets)],
+                     [0.0 if not s or np.isnan(s[1]) else s[1] for s in stats], False))
+    for b in baselines:
+      means = [baseline_mean(rows, "psnr", b, [l]) for l in labels]
+      series.append((b, [m - o if m is not None else 0.0 for m, o in zip(means, offsets)], [0.0] * len(labels), True))
+    bars[tb] = series
+  return relative, bars
+
+
 def plot(rows, labels: Sequence[str], path) -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  nets = _networks(rows)
-  train_blurs = list(dict.fromkeys(r["train_blur"] for r in nets)) or ["–"]
-  configs = list(dict.fromkeys(r["config"] for r in nets))
-  baselines = [b for b in classical.BASELINES if any(r["config"] == b for r in rows)]
-  bars = len(configs) + len(baselines)
-  width = 0.8 / max(bars, 1)
-  fig, axes = plt.subplots(1, len(train_blurs), figsize=(max(6, (1.0 + 0.25 * bars) * len(labels)) *
-                                                          len(train_blurs) ** 0.5, 4), squeeze=False, sharey=True)
+  relative, bars = plot_bars(rows, labels)
+  n = max((len(series) for series in bars.values()), default=1)
+  width = 0.8 / max(n, 1)
+  fig, axes = plt.subplots(1, len(bars), figsize=(max(6, (1.0 + 0.25 * n) * len(labels)) * len(bars) ** 0.5, 4),
+                           squeeze=False, sharey=True)
   x = np.arange(len(labels))
-  for ax, tb in zip(axes[0], train_blurs):
-    for i, config in enumerate(configs):
-      stats = [cell_stats(nets, "psnr", config, tb, [l]) for l in labels]
-      means = [s[0] if s else 0.0 for s in stats]
-      errs = [0.0 if not s or np.isnan(s[1]) else s[1] for s in stats]
-      ax.bar(x + (i - (bars - 1) / 2) * width, means, width, yerr=errs, capsize=2, label=config)
-    for j, b in enumerate(baselines):
-      means = [baseline_mean(rows, "psnr", b, [l]) or 0.0 for l in labels]
-      ax.bar(x + (len(configs) + j - (bars - 1) / 2) * width, means, width, label=b, hatch="//", alpha=0.5)
+  for ax, (tb, series) in zip(axes[0], bars.items()):
+    for i, (name, means, stds, is_baseline) in enumerate(series):
+      offset = x + (i - (n - 1) / 2) * width
+      if is_baseline:
+        ax.bar(offset, means, width, label=name, hatch="//", alpha=0.5)
+      else:
+        ax.bar(offset, means, width, yerr=stds, capsize=2, label=name)
     ax.set_xticks(x, labels, rotation=30, ha="right")
     ax.set_title(f"trained on {tb}")
-    ax.set_ylabel("PSNR (dB)")
-  lo = min((r["psnr"] for r in rows), default=0.0)
-  axes[0][0].set_ylim(bottom=max(0.0, np.floor(lo) - 3.0))
+    if relative:
+      ax.axhline(0.0, color="black", linewidth=0.8)
+  axes[0][0].set_ylabel("PSNR gain over the blurred input (dB)" if relative else "PSNR (dB)")
+  if not relative:
+    lo = min((r["psnr"] for r in rows), default=0.0)
+    axes[0][0].set_ylim(bottom=max(0.0, np.floor(lo) - 3.0))
   axes[0][-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
-  fig.suptitle("PSNR by test set (mean ± std over seeds; hatched: baselines)")
+  what = "PSNR gain over the blurred input" if relative else "PSNR"
+  fig.suptitle(f"{what} by test set (mean ± std over seeds; hatched: baselines)")
   fig.tight_layout()
   fig.savefig(path, dpi=100, metadata={"Software": None})
   plt.close(fig)

@@ -49,6 +49,29 @@ def test_bootstrap_resamples_seeds_too():
   assert study_report.verdict(0.1, 0.3) == "better" and study_report.verdict(-0.3, -0.1) == "worse"
 
 
+def _rows(config, train_blur, seed, test_set, psnrs):
+  return [dict(config=config, train_blur=train_blur, seed=seed, test_set=test_set, image_id=f"im{i}", psnr=p,
+               ssim=0.5, step=10) for i, p in enumerate(psnrs)]
+
+
+def test_plot_draws_gains_over_the_input_and_absolute_psnr_without_it():
+  rows = (_rows("input", "", -1, "a", [30.0, 32.0]) + _rows("input", "", -1, "b", [20.0, 20.0])
+          + _rows("wiener_oracle", "", -1, "a", [33.0, 33.0]) + _rows("wiener_oracle", "", -1, "b", [19.0, 19.0])
+          + _rows("net", "g", 0, "a", [32.0, 34.0]) + _rows("net", "g", 1, "a", [31.0, 33.0])
+          + _rows("net", "g", 0, "b", [21.0, 21.0]) + _rows("net", "g", 1, "b", [21.0, 21.0]))
+  relative, bars = study_report.plot_bars(rows, ["a", "b"])
+  assert relative and list(bars) == ["g"]
+  series = {name: (means, stds, baseline) for name, means, stds, baseline in bars["g"]}
+  assert "input" not in series  # a zero bar in a gain plot
+  np.testing.assert_allclose(series["net"][0], [1.5, 1.0])  # seeds' mean 32.5 and 21 minus the input's 31 and 20
+  np.testing.assert_allclose(series["net"][1], [np.std([2.0, 1.0], ddof=1), 0.0])  # per-seed gains 2 and 1 on "a"
+  np.testing.assert_allclose(series["wiener_oracle"][0], [2.0, -1.0])
+  assert series["wiener_oracle"][2] and not series["net"][2]
+  relative, bars = study_report.plot_bars([r for r in rows if r["config"] != "input"], ["a", "b"])
+  assert not relative
+  np.testing.assert_allclose(dict((n, m) for n, m, _, _ in bars["g"])["net"], [32.5, 21.0])
+
+
 def test_in_distribution_rule():
   assert study_report.in_distribution("gaussian", "gaussian")
   assert not study_report.in_distribution("gaussian", "linear")
