@@ -7,19 +7,20 @@ Design: the five configs x 3 seeds x trained on one single family and on `mixed`
 synthetic families (16 images per family: 2 held-out photos x 8 kernels, 128x128 crops).
 
 Expected wall time (2 idle CPU cores): about 2.5 hours. MEASURED 2026-11-27: 24 runs in one sitting of 1h55m
-(192-232 s per single-view run, 291-367 s per two-view run, 10-14 s of scoring each; docs/STUDY.md section 1),
-so the 30 runs take about 2h25m. Earlier estimate, from step rates: The default's two-view step runs at
-1.1 steps/s on this idle 2-core CPU (BENCHMARKS.md, 800 steps in 780 s): 24 two-view runs x 300 steps ~ 110 min;
-6 `unet_baseline` runs (one view, ~2x faster) ~ 15 min; 5 compilations (one per config, shared by its seeds
-through DIR/jax_cache) ~ 8 min; scoring ~ 30 s per run. The first sitting (5 runs, machine shared with the test
-suite) took 312-735 s per run. It resumes, so it can run in sittings.
+(192-232 s per single-view run, 291-367 s per two-view run, 10-14 s of scoring each), the last 5 in 24 min: the
+30 runs take about 2h25m (docs/STUDY.md section 1). Earlier estimate, from step rates: the default's two-view step
+runs at 1.1 steps/s on this idle 2-core CPU (BENCHMARKS.md, 800 steps in 780 s): 24 two-view runs x 300 steps ~
+110 min; 6 `unet_baseline` runs (one view, ~2x faster) ~ 15 min; 5 compilations (one per config, shared by its
+seeds through DIR/jax_cache) ~ 8 min; scoring ~ 30 s per run. It resumes, so it can run in sittings.
 
 The recipe is the embedded default's (configs/default.py: BDIRNet-small, 64x64 crops, batch 8, lr 2e-3, 15x15
 kernels, noise 0.01, latent consistency 0.01 and InfoNCE 0.005, statistics matching off) at 300 steps per run
-instead of the default's 600, so that 30 runs fit the budget. At 300 steps BDIRNet is still early in its curve
+instead of the default's 500, so that 30 runs fit the budget. At 300 steps BDIRNet is still early in its curve
 (single-seed probes: +0.9 to +1.3 dB held-out at 300 steps): the study measures the components at this budget, not
-at convergence. Measured: at this budget only 1 of the 10 runs trained on `mixed` (seeds 0, 1) clears the 0.5 dB
-"learned" line, against 14 of the 15 trained on Gaussian blur (docs/STUDY.md, section 1).
+at convergence. Measured: at this budget only 2 of the 15 runs trained on `mixed` clear the 0.5 dB "learned" line,
+against 14 of the 15 trained on Gaussian blur. Three other recipes at the same CPU time (tiny preset x900 steps,
+lr 4e-3, batch 4 x600 steps) gain no more on training batches (studies/probes/), so the recipe stays
+(docs/STUDY.md, section 1).
 """
 import ml_collections
 from ml_collections.config_dict import placeholder
