@@ -20,6 +20,7 @@ def dataset_config(name="synthetic_blur", config="mixed", split="train", **overr
       on_the_fly_blur=False,     # sharp-only source: kernels sampled on the host, blur applied on the device
       blur_family="mixed",
       kernel_size=31,
+      trajectory_exposures=placeholder(tuple),  # exposure fractions of trajectory kernels; None = blur's default
       noise_sigma=0.01,
       num_workers=0,             # grain worker processes (0: in the main process)
       num_threads=2,             # grain read threads per process

@@ -175,6 +175,8 @@ def check_dataset(ds_cfg) -> None:
                      f"{policy!r}")
   if ds_cfg.get("on_the_fly_blur", False):
     blur.check_families([ds_cfg.get("blur_family", blur.MIXED)], "config.dataset.blur_family")
+    if ds_cfg.get("trajectory_exposures") is not None:
+      blur.check_exposures(ds_cfg.trajectory_exposures, "config.dataset.trajectory_exposures")
 
 
 class TrainTransform:
@@ -189,8 +191,10 @@ class TrainTransform:
     self.on_the_fly = bool(ds_cfg.get("on_the_fly_blur", False))
     self.family = str(ds_cfg.get("blur_family", blur.MIXED))
     self.kernel_size = int(ds_cfg.get("kernel_size", 31))
+    exposures = ds_cfg.get("trajectory_exposures")
+    self.exposures = blur.check_exposures(exposures) if self.on_the_fly and exposures is not None else None
     if self.on_the_fly:  # a kernel size that cannot work fails here, not inside a worker
-      blur.sample_kernel(np.random.default_rng(0), self.family, self.kernel_size)
+      blur.sample_kernel(np.random.default_rng(0), self.family, self.kernel_size, trajectory_exposures=self.exposures)
 
   def __call__(self, record: Mapping[str, Any], rng: np.random.Generator) -> Batch:
     iid = _image_id(record)
@@ -219,7 +223,7 @@ class TrainTransform:
         images[k] = np.rot90(v, rot)
     out = {k: np.ascontiguousarray(v) for k, v in images.items()}
     if self.on_the_fly:
-      out["kernel"] = blur.sample_kernel(rng, self.family, self.kernel_size)
+      out["kernel"] = blur.sample_kernel(rng, self.family, self.kernel_size, trajectory_exposures=self.exposures)
     return out
 
 

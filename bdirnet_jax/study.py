@@ -292,10 +292,13 @@ def run(study: ml_collections.ConfigDict, output: str, *, data_dir: str | None =
   test_cfg = study.test
   kernel_size = int(test_cfg.get("kernel_size") or first.dataset.kernel_size)
   noise_sigma = float(first.dataset.noise_sigma if test_cfg.get("noise_sigma") is None else test_cfg.noise_sigma)
+  exposures = test_cfg.get("trajectory_exposures")
+  exposures = first.dataset.get("trajectory_exposures") if exposures is None else exposures
+  exposures = None if exposures is None else blur.check_exposures(exposures, "study.test.trajectory_exposures")
   t0 = time.time()
   test_sets = study_testsets.synthetic_sets(study.test_blurs, variants=test_cfg.variants,
                                             max_side=test_cfg.max_side, kernel_size=kernel_size,
-                                            noise_sigma=noise_sigma)
+                                            noise_sigma=noise_sigma, trajectory_exposures=exposures)
   skipped = []
   if data_dir and study.get("real_datasets", True):
     real, skipped = study_testsets.real_sets(data_dir, max_side=test_cfg.max_side,
@@ -347,7 +350,8 @@ def run(study: ml_collections.ConfigDict, output: str, *, data_dir: str | None =
 
   meta = dict(name=study.get("name", "study"), configs=list(study.configs), seeds=[int(s) for s in study.seeds],
               train_blurs=list(study.train_blurs), num_train_steps=int(study.num_train_steps),
-              kernel_size=kernel_size, noise_sigma=noise_sigma, max_side=int(test_cfg.max_side),
+              kernel_size=kernel_size, noise_sigma=noise_sigma, trajectory_exposures=exposures,
+              max_side=int(test_cfg.max_side),
               variants=int(test_cfg.variants), overrides=study.get("overrides", ml_collections.ConfigDict()).to_dict(),
               bootstrap_samples=int(study.bootstrap.samples), bootstrap_seed=int(study.bootstrap.seed),
               drifted=drifted, not_run=not_run)

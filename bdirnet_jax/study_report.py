@@ -197,6 +197,11 @@ def _cell(stats, digits):
   return _fmt(mean, digits) + ("" if np.isnan(std) else f" ± {_fmt(std, digits)}")
 
 
+def _exposures_note(study: dict) -> str:
+  exposures = study.get("trajectory_exposures")
+  return "" if exposures is None else ", trajectory exposures " + ", ".join(f"{e:g}" for e in exposures)
+
+
 def markdown(rows, *, study: dict, test_sets: Sequence[study_testsets.TestSet], skipped: Sequence[str],
              summaries: list[dict], comps: list[dict], min_gain_db: float) -> str:
   nets = _networks(rows)
@@ -206,7 +211,7 @@ def markdown(rows, *, study: dict, test_sets: Sequence[study_testsets.TestSet], 
   lines = [f"# Study: {study['name']}", "",
            f"Configs {', '.join(study['configs'])}; seeds {', '.join(map(str, study['seeds']))}; trained on "
            f"{', '.join(study['train_blurs'])} (on-the-fly blur, kernel size {study['kernel_size']}, noise sigma "
-           f"{study['noise_sigma']}) for {study['num_train_steps']} steps each; tested on "
+           f"{study['noise_sigma']}{_exposures_note(study)}) for {study['num_train_steps']} steps each; tested on "
            + ", ".join(f"{ts.label} ({len(ts)} images)" for ts in test_sets) + ".", "",
            "Overrides applied to every run: `" + json.dumps(study["overrides"], sort_keys=True) + "`.", "",
            "Scores: EMA parameters of each run's last checkpoint; outputs rounded to uint8, RGB PSNR (dB) and "

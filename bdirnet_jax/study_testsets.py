@@ -6,8 +6,9 @@ Synthetic sets (one per blur family):
 * `variants` images per photo: a square crop of side min(max_side, photo's shorter side) at a position drawn from
   `stable_seed("crop", image_id, variant)` (the same crops for every family, so families compare equal content);
 * the kernel: `blur.sample_kernel(np.random.default_rng(stable_seed(family, image_id, variant)), family,
-  kernel_size)`; then `blur.blur_image` and `blur.add_noise(gaussian_sigma=noise_sigma)` with the same rng,
-  rounded to uint8. The kernels stay with the set: the classical oracles need them.
+  kernel_size, trajectory_exposures=...)` (None: blur's default exposures); then `blur.blur_image` and
+  `blur.add_noise(gaussian_sigma=noise_sigma)` with the same rng, rounded to uint8. The kernels stay with the set:
+  the classical oracles need them.
 
 Real sets: every dataset of `robustness.REAL_DATASETS` prepared in the study's data_dir, the first `max_real`
 test images in source order, centre-cropped to at most max_side x max_side (no kernel: only the `input`
@@ -87,7 +88,8 @@ def _crop(photo: np.ndarray, side: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def synthetic_sets(families: Sequence[str], *, variants: int, max_side: int, kernel_size: int,
-                   noise_sigma: float, photos: list[tuple[str, np.ndarray]] | None = None) -> list[TestSet]:
+                   noise_sigma: float, photos: list[tuple[str, np.ndarray]] | None = None,
+                   trajectory_exposures: Sequence[float] | None = None) -> list[TestSet]:
   """One TestSet per family (module doc); `photos` defaults to `test_photos()`."""
   from bdirnet_jax import metrics  # pylint: disable=g-import-not-at-top
   blur.check_families(families, "test blur families", allow_mixed=False)
@@ -102,7 +104,7 @@ def synthetic_sets(families: Sequence[str], *, variants: int, max_side: int, ker
     ids, blurry, sharp, kernels = [], [], [], []
     for crop_id, iid, v, sharp_img in crops:
       rng = np.random.default_rng(stable_seed(family, iid, v))
-      kernel = blur.sample_kernel(rng, family, int(kernel_size))
+      kernel = blur.sample_kernel(rng, family, int(kernel_size), trajectory_exposures=trajectory_exposures)
       y = blur.add_noise(rng, blur.blur_image(sharp_img.astype(np.float32) / 255.0, kernel),
                          gaussian_sigma=float(noise_sigma))
       ids.append(crop_id)

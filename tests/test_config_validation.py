@@ -103,6 +103,16 @@ def test_blur_family_is_checked_when_blur_runs_on_the_fly():
     config_validation.validate(config)
 
 
+def test_trajectory_exposures_are_checked_and_overridable():
+  config = _tiny_with("dataset.on_the_fly_blur", True)
+  config.dataset.trajectory_exposures = (0.5, 1.0)
+  config_validation.validate(config)
+  config_validation.validate(ml_collections.ConfigDict(json.loads(config.to_json_best_effort())))  # a list
+  config.dataset.trajectory_exposures = (0.5, 2.0)
+  with pytest.raises(ConfigError, match="config.dataset.trajectory_exposures"):
+    config_validation.validate(config)
+
+
 def test_missing_key_is_named():
   d = tiny.get_config().to_dict()
   del d["optim"]["learning_rate"]

@@ -203,6 +203,21 @@ def test_on_the_fly_blur_yields_kernels():
   assert len({k.tobytes() for k in kernels}) == len(kernels)
 
 
+def test_trajectory_exposures_reach_the_training_kernels():
+  src = make_source(sharp_only=True)
+  cfg = make_config(on_the_fly_blur=True, kernel_size=9, blur_family="trajectory")
+  default = take(train_iter(cfg, src), 2)
+  cfg.dataset.trajectory_exposures = (1 / 1000,)
+  points = take(train_iter(cfg, src), 2)
+  for b in points:  # every kernel a (sub-pixel) point: all its mass within the 2x2 around the centre
+    assert (b["kernel"][:, 3:6, 3:6].sum(axis=(1, 2)) > 0.99).all()
+  assert not batches_equal(default, points)
+  np.testing.assert_array_equal(default[0]["sharp"], points[0]["sharp"])  # crops unchanged, kernels changed
+  cfg.dataset.trajectory_exposures = (0.0, 1.0)
+  with pytest.raises(ValueError, match="config.dataset.trajectory_exposures"):
+    train_iter(cfg, src)
+
+
 def test_on_the_fly_config_errors():
   with pytest.raises(ValueError, match="nope"):
     train_iter(make_config(on_the_fly_blur=True, blur_family="nope"), make_source())

@@ -141,6 +141,13 @@ def test_synthetic_sets_are_fixed_held_out_and_keep_their_kernels():
   assert not np.array_equal(a[0].blurry[0], a[1].blurry[0])
   with pytest.raises(ValueError, match="test blur families"):
     study_testsets.synthetic_sets(("mixed",), **kwargs)
+  # Trajectory exposures change the trajectory kernels only; the default (None) is blur's own list.
+  default = study_testsets.synthetic_sets(("trajectory", "gaussian"), **kwargs)
+  same = study_testsets.synthetic_sets(("trajectory", "gaussian"), trajectory_exposures=blur.TRAJECTORY_EXPOSURES,
+                                       **kwargs)
+  long = study_testsets.synthetic_sets(("trajectory", "gaussian"), trajectory_exposures=(1.0,), **kwargs)
+  assert [s.fingerprint for s in same] == [s.fingerprint for s in default]
+  assert long[0].fingerprint != default[0].fingerprint and long[1].fingerprint == default[1].fingerprint
 
 
 def test_real_sets_are_centre_cropped_capped_and_get_only_the_input_baseline(monkeypatch, tmp_path):

@@ -57,6 +57,7 @@ def get_config():
       max_side=128,                # square crops of at most this side
       kernel_size=placeholder(int),    # None: the runs' dataset.kernel_size
       noise_sigma=placeholder(float),  # None: the runs' dataset.noise_sigma
+      trajectory_exposures=placeholder(tuple),  # None: the runs' dataset.trajectory_exposures (or blur's default)
       max_real_images=16,
       eval_batch=8,
   ))
