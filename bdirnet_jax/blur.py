@@ -199,6 +199,15 @@ def defocus_kernel(radius: float, size: int, *, supersample: int = 8) -> np.ndar
   return _normalise(area)
 
 
+def rms_radius(kernel: np.ndarray) -> float:
+  """RMS distance (px) of a kernel's mass from its centroid: how far it moves energy (0 for a delta)."""
+  k = np.asarray(kernel, np.float64)
+  k = k / k.sum()
+  rows, cols = np.indices(k.shape)
+  r0, c0 = (k * rows).sum(), (k * cols).sum()
+  return float(np.sqrt((k * ((rows - r0) ** 2 + (cols - c0) ** 2)).sum()))
+
+
 def _family_ranges(size: int) -> dict[str, tuple[float, float]]:
   half = (size - 1) // 2
   return {

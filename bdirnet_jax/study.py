@@ -98,6 +98,19 @@ def training_config(study: ml_collections.ConfigDict, config_name: str, train_bl
   return config
 
 
+def synthetic_test_params(study: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> dict:
+  """kernel_size, noise_sigma and trajectory_exposures of the study's synthetic test sets (`study_testsets.
+  synthetic_sets` keywords): `study.test`'s value where set, else the run config's (`config`, a resolved one)."""
+  test_cfg = study.test
+  exposures = test_cfg.get("trajectory_exposures")
+  exposures = config.dataset.get("trajectory_exposures") if exposures is None else exposures
+  return dict(
+      kernel_size=int(test_cfg.get("kernel_size") or config.dataset.kernel_size),
+      noise_sigma=float(config.dataset.noise_sigma if test_cfg.get("noise_sigma") is None else test_cfg.noise_sigma),
+      trajectory_exposures=(None if exposures is None
+                            else blur.check_exposures(exposures, "study.test.trajectory_exposures")))
+
+
 def validate_study(study: ml_collections.ConfigDict) -> None:
   for field in ("configs", "seeds", "train_blurs", "test_blurs", "num_train_steps"):
     if not study.get(field):
@@ -288,17 +301,11 @@ def run(study: ml_collections.ConfigDict, output: str, *, data_dir: str | None =
     except config_validation.ConfigError as e:
       raise config_validation.ConfigError(f"run {run_name(*r)}: {e}") from None
 
-  first = next(iter(configs.values()))
   test_cfg = study.test
-  kernel_size = int(test_cfg.get("kernel_size") or first.dataset.kernel_size)
-  noise_sigma = float(first.dataset.noise_sigma if test_cfg.get("noise_sigma") is None else test_cfg.noise_sigma)
-  exposures = test_cfg.get("trajectory_exposures")
-  exposures = first.dataset.get("trajectory_exposures") if exposures is None else exposures
-  exposures = None if exposures is None else blur.check_exposures(exposures, "study.test.trajectory_exposures")
+  params = synthetic_test_params(study, next(iter(configs.values())))
   t0 = time.time()
   test_sets = study_testsets.synthetic_sets(study.test_blurs, variants=test_cfg.variants,
-                                            max_side=test_cfg.max_side, kernel_size=kernel_size,
-                                            noise_sigma=noise_sigma, trajectory_exposures=exposures)
+                                            max_side=test_cfg.max_side, **params)
   skipped = []
   if data_dir and study.get("real_datasets", True):
     real, skipped = study_testsets.real_sets(data_dir, max_side=test_cfg.max_side,
@@ -350,9 +357,8 @@ def run(study: ml_collections.ConfigDict, output: str, *, data_dir: str | None =
 
   meta = dict(name=study.get("name", "study"), configs=list(study.configs), seeds=[int(s) for s in study.seeds],
               train_blurs=list(study.train_blurs), num_train_steps=int(study.num_train_steps),
-              kernel_size=kernel_size, noise_sigma=noise_sigma, trajectory_exposures=exposures,
-              max_side=int(test_cfg.max_side),
-              variants=int(test_cfg.variants), overrides=study.get("overrides", ml_collections.ConfigDict()).to_dict(),
+              **params, max_side=int(test_cfg.max_side), variants=int(test_cfg.variants),
+              overrides=study.get("overrides", ml_collections.ConfigDict()).to_dict(),
               bootstrap_samples=int(study.bootstrap.samples), bootstrap_seed=int(study.bootstrap.seed),
               drifted=drifted, not_run=not_run)
   study_report.write(rows, out, study=meta, test_sets=test_sets, skipped=skipped,

@@ -128,12 +128,6 @@ def test_trajectory_kernel_exposure_and_determinism():
   assert 58 <= np.hypot(np.ptp(ys), np.ptp(xs)) <= 63  # +2 px of bilinear footprint
 
 
-def _rms_radius(k):
-  rows, cols = np.indices(k.shape)
-  r0, c0 = (k * rows).sum(), (k * cols).sum()
-  return float(np.sqrt((k * ((rows - r0) ** 2 + (cols - c0) ** 2)).sum()))
-
-
 def test_trajectory_exposures_switch_keeps_the_default_draws_and_restricts_the_choice():
   for seed in range(6):  # None and the explicit default draw the same kernels: committed test sets stay valid
     np.testing.assert_array_equal(
@@ -144,8 +138,10 @@ def test_trajectory_exposures_switch_keeps_the_default_draws_and_restricts_the_c
            for s in range(8)]
   full = [blur.sample_kernel(np.random.default_rng(s), "trajectory", 15, trajectory_exposures=(1.0,))
           for s in range(8)]
-  assert max(map(_rms_radius, point)) < 0.1 < min(map(_rms_radius, full))
-  assert np.mean([_rms_radius(k) for k in full]) > 4 * np.mean([_rms_radius(k) for k in point])
+  assert max(map(blur.rms_radius, point)) < 0.1 < min(map(blur.rms_radius, full))
+  assert np.mean([blur.rms_radius(k) for k in full]) > 4 * np.mean([blur.rms_radius(k) for k in point])
+  assert blur.rms_radius(np.pad(np.ones((1, 1)), 7)) == 0.0
+  np.testing.assert_allclose(blur.rms_radius(np.eye(2)), np.sqrt(0.5))  # two points 1.41 px apart
   for bad in ((), (0.0,), (0.5, 1.5), "abc", None):
     with pytest.raises(ValueError, match="my.key"):
       blur.check_exposures(bad, "my.key")

@@ -2,54 +2,50 @@
 
 At small kernel sizes many Boracchi-Foi test kernels (the shortest exposures) are one pixel: those images are not
 blurred, and a network can only lose PSNR on them. This prints, per (config, train blur), the mean PSNR over seeds
-and images of the point-like kernels and of the blurred ones, beside the input and the Wiener oracle.
+and images of the point-like kernels and of the blurred ones, beside the input and the classical baselines.
 
   python studies/analysis/trajectory_split.py --study=configs/studies/cpu.py --output=studies/cpu
 
-The kernels are regenerated from the study's fixed seeds (`study_testsets.synthetic_sets`), so the split uses the
-kernels alone, never the scores.
+The kernels are regenerated exactly as the study builds them (`study.synthetic_test_params` of its first run's
+config, `study_testsets.synthetic_sets`), so the split uses the kernels alone, never the scores.
 """
-import argparse
 import csv
-import importlib.util
 import os
 import sys
 from collections import defaultdict
 
 import numpy as np
+from absl import app
+from absl import flags
+from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 POINT_RADIUS_PX = 0.5  # RMS radius below which a kernel is "point-like" (moves energy less than half a pixel)
 
-
-def rms_radius(kernel: np.ndarray) -> float:
-  rows, cols = np.indices(kernel.shape)
-  w = kernel / kernel.sum()
-  r0, c0 = (w * rows).sum(), (w * cols).sum()
-  return float(np.sqrt((w * ((rows - r0) ** 2 + (cols - c0) ** 2)).sum()))
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("study", None, "Study config file (configs/studies/NAME.py).", lock_config=True)
+flags.DEFINE_string("output", None, "The study's folder (its report.csv is read).")
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--study", required=True)
-  parser.add_argument("--output", required=True)
-  args = parser.parse_args()
-  from bdirnet_jax import study_testsets  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location("_study_config", args.study)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  cfg = module.get_config()
-  k = cfg.test.kernel_size or cfg.overrides.dataset.kernel_size
-  sigma = cfg.test.noise_sigma if cfg.test.noise_sigma is not None else cfg.overrides.dataset.noise_sigma
+def main(argv):
+  del argv
+  if FLAGS.study is None or not FLAGS.output:
+    raise app.UsageError("--study=configs/studies/NAME.py and --output=DIR are required")
+  from bdirnet_jax import blur, study, study_testsets  # pylint: disable=g-import-not-at-top
+  cfg = FLAGS.study
+  first = study.training_config(cfg, cfg.configs[0], cfg.train_blurs[0], int(cfg.seeds[0]),
+                                os.path.join(FLAGS.output, "tfds"))
+  params = study.synthetic_test_params(cfg, first)
   (ts,) = study_testsets.synthetic_sets(["trajectory"], variants=cfg.test.variants, max_side=cfg.test.max_side,
-                                        kernel_size=k, noise_sigma=sigma)
-  radius = {iid: rms_radius(kern) for iid, kern in zip(ts.image_ids, ts.kernels)}
+                                        **params)
+  radius = {iid: blur.rms_radius(kern) for iid, kern in zip(ts.image_ids, ts.kernels)}
   point = {iid for iid, r in radius.items() if r < POINT_RADIUS_PX}
+  k = params["kernel_size"]
   print(f"trajectory test kernels ({k}x{k}): {len(point)} of {len(radius)} point-like (RMS radius < "
         f"{POINT_RADIUS_PX} px); radii: " + ", ".join(f"{r:.2f}" for r in sorted(radius.values())))
   rows = defaultdict(lambda: defaultdict(list))
-  with open(os.path.join(args.output, "report.csv")) as f:
+  with open(os.path.join(FLAGS.output, "report.csv")) as f:
     for row in csv.DictReader(f):
       if row["test_set"] != "trajectory":
         continue
@@ -62,4 +58,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)
