@@ -14,11 +14,10 @@ import cmath
 import math
 from typing import Sequence
 
-import numpy as np
-import scipy.fft
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+import scipy.fft
 
 FAMILIES = ("trajectory", "linear", "gaussian", "defocus")
 MIXED = "mixed"
@@ -226,8 +225,9 @@ def check_families(families: Sequence[str], name: str = "blur family", allow_mix
     raise ValueError(f"{name}: unknown blur families {unknown}; expected some of {list(allowed)}")
 
 
-def sample_kernel(rng: np.random.Generator, family: str, size: int = 31, *,
-                  trajectory_exposures: Sequence[float] | None = None) -> np.ndarray:
+def sample_kernel(
+  rng: np.random.Generator, family: str, size: int = 31, *, trajectory_exposures: Sequence[float] | None = None
+) -> np.ndarray:
   """Draw one kernel of `family` (or `"mixed"`: a family uniformly at random).
 
   Parameter ranges (half = (size - 1) // 2, so the support always fits the canvas; size 31 in
@@ -344,9 +344,7 @@ def blur_batch(images: jax.Array, kernels: jax.Array) -> jax.Array:
   images = jnp.asarray(images, jnp.float32)
   kernels = jnp.asarray(kernels, jnp.float32)
   if images.ndim != 4 or kernels.ndim != 3 or kernels.shape[0] != images.shape[0]:
-    raise ValueError(
-      f"expected images [B,H,W,C] and kernels [B,k,k], got {images.shape}, {kernels.shape}"
-    )
+    raise ValueError(f"expected images [B,H,W,C] and kernels [B,k,k], got {images.shape}, {kernels.shape}")
   _, h, w, _ = images.shape
   _, kh, kw = kernels.shape
   (t, b), (l, r) = _pads(kh), _pads(kw)

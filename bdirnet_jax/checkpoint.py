@@ -4,6 +4,7 @@ Layout: DIR/checkpoints/<step>/{state/, data/process_<i>-of-<n>.json}; the data 
 handler's, one per process. Orbax writes each step to a temporary folder and renames it when complete, so a crash
 never leaves a half-written latest checkpoint.
 """
+
 import json
 import os
 
@@ -25,13 +26,18 @@ def create_manager(workdir: str, config: ml_collections.ConfigDict | None = None
   keep = config.get("keep_checkpoints", 3) if config is not None else None
   async_save = config.get("async_checkpointing", True) if config is not None else False
   # Training (config given) removes the temporary folders a killed run left behind; readers never touch the dir.
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=config is not None,
-                                         cleanup_tmp_directories=config is not None,
-                                         enable_async_checkpointing=async_save)
+  options = ocp.CheckpointManagerOptions(
+    max_to_keep=keep,
+    create=config is not None,
+    cleanup_tmp_directories=config is not None,
+    enable_async_checkpointing=async_save,
+  )
   # Absolute: orbax refuses relative paths (and only says so at the first save, from a background thread).
-  return ocp.CheckpointManager(epath.Path(os.path.abspath(str(workdir))) / CHECKPOINT_DIR, options=options,
-                               item_handlers={"state": ocp.StandardCheckpointHandler(),
-                                              "data": grain.checkpoint.CheckpointHandler()})
+  return ocp.CheckpointManager(
+    epath.Path(os.path.abspath(str(workdir))) / CHECKPOINT_DIR,
+    options=options,
+    item_handlers={"state": ocp.StandardCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler()},
+  )
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, data_iterator=None, force: bool = False) -> bool:
@@ -53,8 +59,10 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state, data_iter
     name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
     if not (data_dir / name).exists():
       found = sorted(p.name for p in data_dir.iterdir())
-      raise FileNotFoundError(f"{data_dir / name} not found (found {found}): the checkpoint was written by a "
-                              "different number of processes, so the data iterator cannot resume exactly")
+      raise FileNotFoundError(
+        f"{data_dir / name} not found (found {found}): the checkpoint was written by a "
+        "different number of processes, so the data iterator cannot resume exactly"
+      )
     if data_iterator is not None:
       args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
   try:
@@ -62,14 +70,17 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state, data_iter
   except (ValueError, KeyError, TypeError) as e:
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]  # orbax lists every mismatched leaf
     detail = " ".join(lines[:3]) + (f" ... ({len(lines) - 3} more lines)" if len(lines) > 3 else "")
-    raise config_validation.ConfigError(f"checkpoint {manager.directory / str(step)} does not match the model of "
-                                        f"this config (different preset or fields?): {detail}") from e
+    raise config_validation.ConfigError(
+      f"checkpoint {manager.directory / str(step)} does not match the model of "
+      f"this config (different preset or fields?): {detail}"
+    ) from e
   return restored["state"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The resolved config beside the checkpoints: lets evaluate/predict rebuild the model, and guards a workdir from
 # being overwritten by a run of a different model.
+
 
 def config_path(workdir: str) -> epath.Path:
   return epath.Path(workdir) / CONFIG_FILE
@@ -105,16 +116,23 @@ def check_workdir_model(workdir: str, config: ml_collections.ConfigDict) -> None
   old_model = json.loads(ml_collections.ConfigDict(old.get("model", {})).to_json_best_effort(sort_keys=True))
   new_model = json.loads(config.model.to_json_best_effort(sort_keys=True))
   if old_model != new_model:
-    diff = {k: (old_model.get(k), new_model.get(k)) for k in sorted(set(old_model) | set(new_model))
-            if old_model.get(k) != new_model.get(k)}
-    raise config_validation.ConfigError(f"--workdir={workdir} holds checkpoints of a different model (config.model "
-                                        f"differs: {diff}, as (saved, requested)); use a new --workdir. Nothing was "
-                                        "overwritten.")
+    diff = {
+      k: (old_model.get(k), new_model.get(k))
+      for k in sorted(set(old_model) | set(new_model))
+      if old_model.get(k) != new_model.get(k)
+    }
+    raise config_validation.ConfigError(
+      f"--workdir={workdir} holds checkpoints of a different model (config.model "
+      f"differs: {diff}, as (saved, requested)); use a new --workdir. Nothing was "
+      "overwritten."
+    )
   saved_dtype = old.get("compute_dtype", None)
   if saved_dtype is not None and saved_dtype != config.compute_dtype:
-    raise config_validation.ConfigError(f"--workdir={workdir} holds checkpoints trained with config.compute_dtype="
-                                        f"{saved_dtype!r}, not {config.compute_dtype!r}; use a new --workdir. "
-                                        "Nothing was overwritten.")
+    raise config_validation.ConfigError(
+      f"--workdir={workdir} holds checkpoints trained with config.compute_dtype="
+      f"{saved_dtype!r}, not {config.compute_dtype!r}; use a new --workdir. "
+      "Nothing was overwritten."
+    )
 
 
 def _replicated_target(state_dir: epath.Path, key: str):
@@ -127,8 +145,11 @@ def _replicated_target(state_dir: epath.Path, key: str):
   tree = getattr(metadata, "item_metadata", metadata)[key]
   mesh = jax.sharding.Mesh(np.array(jax.local_devices()), ("replica",))
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), tree,
-                      is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
+  return jax.tree.map(
+    lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+    tree,
+    is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"),
+  )
 
 
 def restore_params(workdir: str, use_ema: bool = True, step: int | None = None):
@@ -141,12 +162,18 @@ def restore_params(workdir: str, use_ema: bool = True, step: int | None = None):
   step = manager.latest_step() if step is None else step
   manager.close()
   if step is None:
-    raise FileNotFoundError(f"no checkpoint in {epath.Path(workdir) / CHECKPOINT_DIR}: train first "
-                            f"(python main.py --mode=train --workdir={workdir} ...)")
+    raise FileNotFoundError(
+      f"no checkpoint in {epath.Path(workdir) / CHECKPOINT_DIR}: train first "
+      f"(python main.py --mode=train --workdir={workdir} ...)"
+    )
   key = "ema_params" if train_state.params_kind(config, use_ema) == "ema" else "params"
   state_dir = epath.Path(manager.directory) / str(step) / "state"
   target = {key: _replicated_target(state_dir, key)}
   with ocp.PyTreeCheckpointer() as checkpointer:
-    restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
-        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True))
+    restored = checkpointer.restore(
+      state_dir,
+      args=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True
+      ),
+    )
   return restored[key], step, config

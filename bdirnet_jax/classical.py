@@ -21,6 +21,7 @@ is the 5-point Laplacian's transfer function. The MMSE (Wiener) filter is then
 i.e. skimage's `wiener` with `reg` = sqrt(L) and `balance = s2 / (2 g2)`, where s2 = noise_sigma^2 + 1/(12*255^2)
 (the added Gaussian noise plus the uint8 rounding of the blurred image).
 """
+
 import numpy as np
 
 BASELINES = ("input", "wiener_oracle", "rl_oracle", "unsupervised_wiener")
@@ -43,6 +44,7 @@ def wiener_balance(noise_sigma: float, gradient_variance: float = PRIOR_GRADIENT
 def _gradient_reg(shape: tuple[int, int]) -> np.ndarray:
   """sqrt of the 5-point Laplacian's transfer function (= |Dx|^2 + |Dy|^2), as skimage's real-FFT layout."""
   from skimage.restoration import uft  # pylint: disable=g-import-not-at-top
+
   lap, _ = uft.laplacian(2, shape, is_real=True)
   return np.sqrt(np.abs(lap)).astype(np.complex128)
 
@@ -54,18 +56,20 @@ def _per_channel(blurry: np.ndarray, kernel: np.ndarray, fn) -> np.ndarray:
   out = np.empty((h, w, c), np.float64)
   for ch in range(c):
     padded = np.pad(blurry[..., ch].astype(np.float64), k, mode=PAD_MODE)
-    out[..., ch] = fn(padded, kernel.astype(np.float64))[k:k + h, k:k + w]
+    out[..., ch] = fn(padded, kernel.astype(np.float64))[k : k + h, k : k + w]
   return np.clip(out, 0.0, 1.0)
 
 
-def restore(method: str, blurry_uint8: np.ndarray, kernel: np.ndarray | None, *, noise_sigma: float,
-            seed: int = 0) -> np.ndarray:
+def restore(
+  method: str, blurry_uint8: np.ndarray, kernel: np.ndarray | None, *, noise_sigma: float, seed: int = 0
+) -> np.ndarray:
   """The baseline `method`'s estimate of the sharp image: float64 HxWxC in [0, 1].
 
   `kernel` is the true blur kernel (ignored by `input`); `noise_sigma` the Gaussian noise added after blurring
   (used by `wiener_oracle` only); `seed` seeds `unsupervised_wiener`'s sampler.
   """
   from skimage import restoration  # pylint: disable=g-import-not-at-top
+
   x = np.asarray(blurry_uint8, np.float64) / 255.0
   if method == "input":
     return x
@@ -76,20 +80,29 @@ def restore(method: str, blurry_uint8: np.ndarray, kernel: np.ndarray | None, *,
   kernel = np.asarray(kernel, np.float64)
   if method == "wiener_oracle":
     balance = wiener_balance(noise_sigma)
-    return _per_channel(x, kernel, lambda img, psf: restoration.wiener(
-        img, psf, balance, reg=_gradient_reg(img.shape), clip=False))
+    return _per_channel(
+      x, kernel, lambda img, psf: restoration.wiener(img, psf, balance, reg=_gradient_reg(img.shape), clip=False)
+    )
   if method == "rl_oracle":
-    return _per_channel(x, kernel, lambda img, psf: restoration.richardson_lucy(
-        img, psf, num_iter=RL_ITERATIONS, clip=False))
+    return _per_channel(
+      x, kernel, lambda img, psf: restoration.richardson_lucy(img, psf, num_iter=RL_ITERATIONS, clip=False)
+    )
   rng = np.random.default_rng(seed)
-  return _per_channel(x, kernel, lambda img, psf: restoration.unsupervised_wiener(
-      img, psf, clip=False, rng=rng)[0])
+  return _per_channel(x, kernel, lambda img, psf: restoration.unsupervised_wiener(img, psf, clip=False, rng=rng)[0])
 
 
-def score(method: str, blurry_uint8: np.ndarray, sharp_uint8: np.ndarray, kernel: np.ndarray | None, *,
-          noise_sigma: float, seed: int = 0) -> tuple[float, float]:
+def score(
+  method: str,
+  blurry_uint8: np.ndarray,
+  sharp_uint8: np.ndarray,
+  kernel: np.ndarray | None,
+  *,
+  noise_sigma: float,
+  seed: int = 0,
+) -> tuple[float, float]:
   """(PSNR, SSIM) of the baseline's output under the networks' protocol (rounded to uint8, RGB)."""
   from bdirnet_jax import metrics  # pylint: disable=g-import-not-at-top
+
   out = metrics.to_uint8(restore(method, blurry_uint8, kernel, noise_sigma=noise_sigma, seed=seed))
   sharp = np.asarray(sharp_uint8)
   return float(metrics.psnr(out, sharp)), float(metrics.ssim(out, sharp))

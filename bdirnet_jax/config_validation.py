@@ -5,6 +5,7 @@ loaded from JSON (DIR/config.json) are not type-safe, so types are checked here 
 itself (model fields, mesh shape, dataset policies, blur families, the batch split) lives in that module; this file
 only calls it early (`_owned`).
 """
+
 import ml_collections
 
 from bdirnet_jax import losses
@@ -79,8 +80,7 @@ def _bool(config, path):
 
 def _choice(config, path, choices):
   value = _get(config, path)
-  _check(isinstance(value, str) and value in choices, f"config.{path} must be one of {sorted(choices)}, got "
-         f"{value!r}")
+  _check(isinstance(value, str) and value in choices, f"config.{path} must be one of {sorted(choices)}, got {value!r}")
   return value
 
 
@@ -109,8 +109,11 @@ def _validate_loss(config):
     if key in config.loss:
       _bool(config, f"loss.{key}")
   if losses.needs_sharp_view(config.loss) and config.loss.infonce_weight > 0:
-    _check(config.batch_size >= 2, "config.batch_size must be >= 2 for the InfoNCE loss (other images of the "
-           "batch are its negatives); set config.loss.infonce_weight=0 for batch size 1")
+    _check(
+      config.batch_size >= 2,
+      "config.batch_size must be >= 2 for the InfoNCE loss (other images of the "
+      "batch are its negatives); set config.loss.infonce_weight=0 for batch size 1",
+    )
 
 
 def _validate_optim(config):
@@ -135,14 +138,17 @@ def _validate_dataset(config, downsample_factor):
   name = _get(config, f"{ds}.name")
   _check(isinstance(name, str) and name, f"config.{ds}.name must be a dataset name, got {name!r}")
   crop = _get(config, f"{ds}.crop_size")
-  _check(_is_int(crop) and crop > 0 and crop % downsample_factor == 0,
-         f"config.{ds}.crop_size must be a positive multiple of the model's downsampling factor "
-         f"{downsample_factor}, got {crop!r}")
+  _check(
+    _is_int(crop) and crop > 0 and crop % downsample_factor == 0,
+    f"config.{ds}.crop_size must be a positive multiple of the model's downsampling factor "
+    f"{downsample_factor}, got {crop!r}",
+  )
   for key in ("augment", "on_the_fly_blur", "auto_prepare"):
     if key in config.dataset:
       _bool(config, f"{ds}.{key}")
   _get(config, f"{ds}.small_image_policy")
   from bdirnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+
   _owned(input_pipeline.check_dataset, config.dataset)  # small_image_policy, blur_family
   if config.dataset.get("on_the_fly_blur", False):
     _int(config, f"{ds}.kernel_size", minimum=3)
@@ -179,8 +185,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
 def validate_for_mesh(config: ml_collections.ConfigDict, mesh) -> None:
   """The checks that need the device count: the global batch is split evenly over devices and processes."""
   import jax  # pylint: disable=g-import-not-at-top
+
   from bdirnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+
   data = mesh.shape[sharding.DATA_AXIS]
-  _check(config.batch_size % data == 0, f"config.batch_size={config.batch_size} is not divisible by the "
-         f"{data} devices of the mesh's data axis")
+  _check(
+    config.batch_size % data == 0,
+    f"config.batch_size={config.batch_size} is not divisible by the {data} devices of the mesh's data axis",
+  )
   _owned(input_pipeline.local_batch_size, config.batch_size, jax.process_count())

@@ -10,11 +10,13 @@ picks one, else `DATASET_PROTOCOLS` by dataset name. Images are reflect-padded t
 cropped back before scoring. Images of one size are batched across the local devices; each process scores its
 own strided share and process 0 merges the parts, so no collective ever waits on another process's image sizes.
 """
+
 import dataclasses
 import json
 import os
 import time
-from typing import Any, Callable
+from typing import Any
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -69,6 +71,7 @@ def _uint8_scorer(ssim_fn) -> Scorer:
 
 def _realblur_score(restored, examples):
   from bdirnet_jax import realblur_protocol  # pylint: disable=g-import-not-at-top
+
   host = np.asarray(jax.device_get(restored))
   results = []
   for out, e in zip(host, examples):
@@ -79,54 +82,76 @@ def _realblur_score(restored, examples):
 
 def _kohler_score(restored, examples):
   from bdirnet_jax import kohler_protocol  # pylint: disable=g-import-not-at-top
+
   host = np.asarray(jax.device_get(metrics_lib.to_uint8(restored)))
   results = []
   for out, e in zip(host, examples):
     numbers = np.asarray(e["sharp_frame_numbers"])
     mask = kohler_protocol.frame_mask(int(e["image_index"]), int(e["kernel_index"]), numbers)
     r = kohler_protocol.score(out, np.stack(list(e["sharp_frames"])), mask=mask)
-    results.append({"psnr": r["psnr"], "ssim": r["ssim"], "frame": int(numbers[r["frame"]]), "shift": r["shift"],
-                    "gain": r["gain"], "degenerate": r["degenerate"]})
+    results.append(
+      {
+        "psnr": r["psnr"],
+        "ssim": r["ssim"],
+        "frame": int(numbers[r["frame"]]),
+        "shift": r["shift"],
+        "gain": r["gain"],
+        "degenerate": r["degenerate"],
+      }
+    )
   return results
 
 
-PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
+PROTOCOLS: dict[str, Protocol] = {
+  p.name: p
+  for p in (
     Protocol(
-        metrics_lib.MATLAB_PROTOCOL,
-        "output rounded to uint8; PSNR (peak 255, MSE over HxWx3) and MATLAB's 3-D SSIM of the HxWx3 volume "
-        "(11x11x11 Gaussian window, sigma 1.5, replicate padding, no crop): metrics.psnr + metrics.ssim_3d",
-        "MATLAB psnr/ssim as in Restormer evaluate_gopro_hide.m, MPRNet evaluate_GOPRO_HIDE.m, NAFNet "
-        "basicsr/metrics/psnr_ssim.py (ssim3d=True): the protocol of published GoPro/HIDE tables",
-        _uint8_scorer(metrics_lib.ssim_3d)),
+      metrics_lib.MATLAB_PROTOCOL,
+      "output rounded to uint8; PSNR (peak 255, MSE over HxWx3) and MATLAB's 3-D SSIM of the HxWx3 volume "
+      "(11x11x11 Gaussian window, sigma 1.5, replicate padding, no crop): metrics.psnr + metrics.ssim_3d",
+      "MATLAB psnr/ssim as in Restormer evaluate_gopro_hide.m, MPRNet evaluate_GOPRO_HIDE.m, NAFNet "
+      "basicsr/metrics/psnr_ssim.py (ssim3d=True): the protocol of published GoPro/HIDE tables",
+      _uint8_scorer(metrics_lib.ssim_3d),
+    ),
     Protocol(
-        metrics_lib.DEFAULT_PROTOCOL,
-        "output rounded to uint8; PSNR (peak 255) and scikit-image's per-channel 2-D SSIM (Gaussian 11x11, "
-        "sigma 1.5, population covariance, border crop 5, mean over channels): metrics.psnr + metrics.ssim",
-        "skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, "
-        "data_range=255, channel_axis=-1), the usual Python number; not comparable with MATLAB SSIM tables",
-        _uint8_scorer(metrics_lib.ssim)),
+      metrics_lib.DEFAULT_PROTOCOL,
+      "output rounded to uint8; PSNR (peak 255) and scikit-image's per-channel 2-D SSIM (Gaussian 11x11, "
+      "sigma 1.5, population covariance, border crop 5, mean over channels): metrics.psnr + metrics.ssim",
+      "skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, "
+      "data_range=255, channel_axis=-1), the usual Python number; not comparable with MATLAB SSIM tables",
+      _uint8_scorer(metrics_lib.ssim),
+    ),
     Protocol(
-        "realblur_ecc",
-        "output rounded to uint8; least-squares gain onto the ground truth, ECC homography alignment, PSNR and "
-        "scikit-image SSIM over the warp's valid pixels (data range 1, 5-pixel crop); a constant output is "
-        "not aligned and is flagged ecc_failed: realblur_protocol.realblur_metrics",
-        "rimchang/RealBlur evaluation_RealBlur_ecc.py (also in MPRNet and Restormer)",
-        _realblur_score, flag=("ecc_failed", "ecc_failures")),
+      "realblur_ecc",
+      "output rounded to uint8; least-squares gain onto the ground truth, ECC homography alignment, PSNR and "
+      "scikit-image SSIM over the warp's valid pixels (data range 1, 5-pixel crop); a constant output is "
+      "not aligned and is flagged ecc_failed: realblur_protocol.realblur_metrics",
+      "rimchang/RealBlur evaluation_RealBlur_ecc.py (also in MPRNet and Restormer)",
+      _realblur_score,
+      flag=("ecc_failed", "ecc_failures"),
+    ),
     Protocol(
-        "kohler_eccv12",
-        "output rounded to uint8; for every ground-truth frame of the shake (shake (1, 3): frames 1-29, "
-        "31-198): least-squares gain, integer DFT registration of the channel means, zero-fill shift with a "
-        "mask, PSNR on luminance Y (peak 255); the maximum over frames. SSIM: Gaussian SSIM on Y of the best "
-        "frame's registered pair (not the official MSSIM): kohler_protocol.score",
-        "Köhler et al. ECCV 2012 benchmark eval_image.m + get_best_metric_value2.m (copy in codeslake/PVDNet "
-        "evaluation/evaluation_code/)",
-        _kohler_score, extra_keys=("sharp_frames", "sharp_frame_numbers", "image_index", "kernel_index"),
-        flag=("degenerate", "degenerate_outputs")),
-)}
+      "kohler_eccv12",
+      "output rounded to uint8; for every ground-truth frame of the shake (shake (1, 3): frames 1-29, "
+      "31-198): least-squares gain, integer DFT registration of the channel means, zero-fill shift with a "
+      "mask, PSNR on luminance Y (peak 255); the maximum over frames. SSIM: Gaussian SSIM on Y of the best "
+      "frame's registered pair (not the official MSSIM): kohler_protocol.score",
+      "Köhler et al. ECCV 2012 benchmark eval_image.m + get_best_metric_value2.m (copy in codeslake/PVDNet "
+      "evaluation/evaluation_code/)",
+      _kohler_score,
+      extra_keys=("sharp_frames", "sharp_frame_numbers", "image_index", "kernel_index"),
+      flag=("degenerate", "degenerate_outputs"),
+    ),
+  )
+}
 
 # Default protocol by dataset name: each benchmark is scored the way its published numbers were.
-DATASET_PROTOCOLS = {"gopro": metrics_lib.MATLAB_PROTOCOL, "hide": metrics_lib.MATLAB_PROTOCOL,
-                     "realblur": "realblur_ecc", "kohler": "kohler_eccv12"}
+DATASET_PROTOCOLS = {
+  "gopro": metrics_lib.MATLAB_PROTOCOL,
+  "hide": metrics_lib.MATLAB_PROTOCOL,
+  "realblur": "realblur_ecc",
+  "kohler": "kohler_eccv12",
+}
 
 
 def protocol_for(ds_cfg) -> str:
@@ -134,7 +159,8 @@ def protocol_for(ds_cfg) -> str:
   name = ds_cfg.get("protocol", None) or DATASET_PROTOCOLS.get(str(ds_cfg.name), metrics_lib.DEFAULT_PROTOCOL)
   if name not in PROTOCOLS:
     raise config_validation.ConfigError(
-        f"dataset.protocol={name!r} is not a known protocol; expected one of {sorted(PROTOCOLS)}")
+      f"dataset.protocol={name!r} is not a known protocol; expected one of {sorted(PROTOCOLS)}"
+    )
   return name
 
 
@@ -147,8 +173,10 @@ def headline(summary: dict) -> str:
   """'PSNR 28.10 dB (input 25.31), SSIM 0.8712 (input 0.7901) [gopro_matlab]' for logs of callers."""
   if summary.get("psnr") is None:
     return f"no ground truth [{summary['protocol']}]"
-  return (f"PSNR {summary['psnr']:.2f} dB (input {summary['input_psnr']:.2f}), SSIM {summary['ssim']:.4f} "
-          f"(input {summary['input_ssim']:.4f}) [{summary['protocol']}]")
+  return (
+    f"PSNR {summary['psnr']:.2f} dB (input {summary['input_psnr']:.2f}), SSIM {summary['ssim']:.4f} "
+    f"(input {summary['input_ssim']:.4f}) [{summary['protocol']}]"
+  )
 
 
 def label_of(ds_cfg) -> str:
@@ -159,7 +187,9 @@ def label_of(ds_cfg) -> str:
 def check_dataset_names(datasets) -> None:
   """One readable line for an unknown dataset name, before anything is restored or compiled."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   import tfds_builders  # pylint: disable=g-import-not-at-top
+
   labels = set()
   for i, ds_cfg in enumerate(datasets):
     name = str(ds_cfg.get("name", ""))
@@ -167,8 +197,9 @@ def check_dataset_names(datasets) -> None:
       tfds.builder_cls(name)
     except Exception:  # pylint: disable=broad-except
       raise config_validation.ConfigError(
-          f"config.eval_datasets[{i}].name={name!r} is not a known dataset; expected one of "
-          f"{list(tfds_builders.BUILDER_NAMES)} or another registered TFDS name") from None
+        f"config.eval_datasets[{i}].name={name!r} is not a known dataset; expected one of "
+        f"{list(tfds_builders.BUILDER_NAMES)} or another registered TFDS name"
+      ) from None
     try:
       protocol_for(ds_cfg)
     except config_validation.ConfigError as e:
@@ -176,8 +207,9 @@ def check_dataset_names(datasets) -> None:
     key = (label_of(ds_cfg), ds_cfg.get("split", "test"))
     if key in labels:
       raise config_validation.ConfigError(
-          f"config.eval_datasets[{i}] writes {key[0]}_{key[1]}.json like an earlier entry; give the entries "
-          "distinct `label` fields")
+        f"config.eval_datasets[{i}] writes {key[0]}_{key[1]}.json like an earlier entry; give the entries "
+        "distinct `label` fields"
+      )
     labels.add(key)
 
 
@@ -224,8 +256,7 @@ class _Batcher:
         entry["input_psnr"], entry["input_ssim"] = input_scores[i]["psnr"], input_scores[i]["ssim"]
       self.results.append(entry)
       if e["want_grid"]:
-        self.grid.append((e["blurry"], np.asarray(jax.device_get(metrics_lib.to_uint8(out_host[i]))),
-                          e.get("sharp")))
+        self.grid.append((e["blurry"], np.asarray(jax.device_get(metrics_lib.to_uint8(out_host[i]))), e.get("sharp")))
 
 
 class _WithExtras:
@@ -236,11 +267,14 @@ class _WithExtras:
 
   def __call__(self, record):
     from bdirnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+
     out = input_pipeline.EvalTransform()(record)
     for key in self.keys:
       if record.get(key) is None:
-        raise ValueError(f"eval record {out['image_id']!r} has no {key!r}, which its protocol needs (rebuild the "
-                         "dataset with the current builder)")
+        raise ValueError(
+          f"eval record {out['image_id']!r} has no {key!r}, which its protocol needs (rebuild the "
+          "dataset with the current builder)"
+        )
       out[key] = record[key]
     return out
 
@@ -248,9 +282,11 @@ class _WithExtras:
 def _eval_iterator(ds_cfg, extra_keys: tuple[str, ...]):
   """input_pipeline's eval iterator; with `extra_keys`, the same strided share keeping those record fields."""
   from bdirnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+
   if not extra_keys:
     return input_pipeline.create_eval_iterator(ds_cfg, process_index=None, process_count=None)
   import grain  # pylint: disable=g-import-not-at-top
+
   source = input_pipeline.open_source(ds_cfg)
   pi, pc = jax.process_index(), jax.process_count()
   ds = grain.MapDataset.source(source)[pi::pc].map(_WithExtras(extra_keys))
@@ -260,6 +296,7 @@ def _eval_iterator(ds_cfg, extra_keys: tuple[str, ...]):
 def _grid_image(rows) -> np.ndarray:
   """Rows of (blurred, output, sharp) scaled to a common height, separated by white gaps."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   gap = 4
   rendered = []
   for row in rows:
@@ -285,8 +322,9 @@ def _write_json(path: epath.Path, obj) -> None:
   os.replace(tmp, path)
 
 
-def evaluate_dataset(restored: inference.Restored, ds_cfg, mesh, *, num_grid_images: int = 4,
-                     max_images: int | None = None) -> tuple[dict, list]:
+def evaluate_dataset(
+  restored: inference.Restored, ds_cfg, mesh, *, num_grid_images: int = 4, max_images: int | None = None
+) -> tuple[dict, list]:
   """(summary with per-image scores, grid rows) of this process's share of one dataset."""
   protocol = PROTOCOLS[protocol_for(ds_cfg)]
   batcher = _Batcher(restored, mesh, protocol)
@@ -298,10 +336,17 @@ def evaluate_dataset(restored: inference.Restored, ds_cfg, mesh, *, num_grid_ima
     batcher.add(dict(example), want_grid=i < num_grid_images)
   batcher.flush()
   summary = {
-      "dataset": str(ds_cfg.name), "config": ds_cfg.get("config", None), "split": ds_cfg.get("split", "test"),
-      "label": label_of(ds_cfg), "protocol": protocol.name, "protocol_definition": protocol.definition,
-      "protocol_source": protocol.source, "num_images": len(batcher.results),
-      "seconds": round(time.time() - t0, 3), "num_image_sizes": len(batcher.shapes), "per_image": batcher.results,
+    "dataset": str(ds_cfg.name),
+    "config": ds_cfg.get("config", None),
+    "split": ds_cfg.get("split", "test"),
+    "label": label_of(ds_cfg),
+    "protocol": protocol.name,
+    "protocol_definition": protocol.definition,
+    "protocol_source": protocol.source,
+    "num_images": len(batcher.results),
+    "seconds": round(time.time() - t0, 3),
+    "num_image_sizes": len(batcher.shapes),
+    "per_image": batcher.results,
   }
   return summary, batcher.grid
 
@@ -328,18 +373,32 @@ def write_report(eval_dir: epath.Path) -> epath.Path:
       continue
     used.append(s["protocol"])
     grid = s.get("grid")
-    rows.append(f"| {s['label']} | {s.get('config') or ''} | {s['split']} | {s['num_images']} | "
-                f"{fmt(s['psnr'], 2)} | {fmt(s['ssim'], 4)} | {fmt(s.get('input_psnr'), 2)} | "
-                f"{fmt(s.get('input_ssim'), 4)} | {s['protocol']} | {s['step']} | {s['params']} | "
-                + (f"[grid]({grid})" if grid else "") + " |")
-  legend = [f"- `{name}`: {PROTOCOLS[name].definition}. Source: {PROTOCOLS[name].source}."
-            for name in dict.fromkeys(used) if name in PROTOCOLS]
-  text = ["# Evaluation report", "",
-          "PSNR/SSIM at full resolution of the output and of the blurred input (same protocol); protocols "
-          "(also in docs/DESIGN.md):", "", *legend, "",
-          "| dataset | config | split | images | PSNR (dB) | SSIM | input PSNR | input SSIM | protocol | step | params "
-          "| grid |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|", *rows, ""]
+    rows.append(
+      f"| {s['label']} | {s.get('config') or ''} | {s['split']} | {s['num_images']} | "
+      f"{fmt(s['psnr'], 2)} | {fmt(s['ssim'], 4)} | {fmt(s.get('input_psnr'), 2)} | "
+      f"{fmt(s.get('input_ssim'), 4)} | {s['protocol']} | {s['step']} | {s['params']} | "
+      + (f"[grid]({grid})" if grid else "")
+      + " |"
+    )
+  legend = [
+    f"- `{name}`: {PROTOCOLS[name].definition}. Source: {PROTOCOLS[name].source}."
+    for name in dict.fromkeys(used)
+    if name in PROTOCOLS
+  ]
+  text = [
+    "# Evaluation report",
+    "",
+    "PSNR/SSIM at full resolution of the output and of the blurred input (same protocol); protocols "
+    "(also in docs/DESIGN.md):",
+    "",
+    *legend,
+    "",
+    "| dataset | config | split | images | PSNR (dB) | SSIM | input PSNR | input SSIM | protocol | step | params "
+    "| grid |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    *rows,
+    "",
+  ]
   path = eval_dir / "report.md"
   path.write_text("\n".join(text))
   return path
@@ -357,9 +416,16 @@ def _merge_parts(parts_dir: epath.Path, stem: str, count: int) -> dict:
   return merged
 
 
-def evaluate(workdir: str, config: ml_collections.ConfigDict | None = None, *, use_ema: bool = True,
-             step: int | None = None, bf16: bool = False, max_images: int | None = None,
-             restored: inference.Restored | None = None) -> dict[str, dict]:
+def evaluate(
+  workdir: str,
+  config: ml_collections.ConfigDict | None = None,
+  *,
+  use_ema: bool = True,
+  step: int | None = None,
+  bf16: bool = False,
+  max_images: int | None = None,
+  restored: inference.Restored | None = None,
+) -> dict[str, dict]:
   """Evaluates the latest (or `step`) checkpoint of `workdir`; returns {"<label>_<split>": summary}.
 
   Each summary holds `psnr`/`ssim` of the outputs and `input_psnr`/`input_ssim` of the blurred inputs under the
@@ -371,16 +437,30 @@ def evaluate(workdir: str, config: ml_collections.ConfigDict | None = None, *, u
   workdir = epath.Path(workdir)
   restored = restored or inference.load(str(workdir), use_ema=use_ema, step=step, bf16=bf16)
   config = config if config is not None else restored.config
-  results = _evaluate_restored(restored, config, workdir, params_kind=train_state.params_kind(restored.config, use_ema),
-                               bf16=bf16, max_images=max_images)
+  results = _evaluate_restored(
+    restored,
+    config,
+    workdir,
+    params_kind=train_state.params_kind(restored.config, use_ema),
+    bf16=bf16,
+    max_images=max_images,
+  )
   if jax.process_index() == 0:
     _write_scalars(str(workdir), restored.step, results)
   return results
 
 
-def evaluate_params(model, params, step: int, config: ml_collections.ConfigDict, mesh=None,
-                    workdir: str | None = None, *, params_kind: str = "ema", max_images: int | None = None
-                    ) -> dict[str, dict]:
+def evaluate_params(
+  model,
+  params,
+  step: int,
+  config: ml_collections.ConfigDict,
+  mesh=None,
+  workdir: str | None = None,
+  *,
+  params_kind: str = "ema",
+  max_images: int | None = None,
+) -> dict[str, dict]:
   """The training loop's evaluation of in-memory params on `config.eval_datasets`: {"<label>_<split>": summary}.
 
   Summaries are those of `evaluate` (output and input scores) plus `strip`, the blurred | output | sharp grid as
@@ -389,13 +469,28 @@ def evaluate_params(model, params, step: int, config: ml_collections.ConfigDict,
   covers this process's share only (`partial`). `mesh` is used in single-process runs (else the local devices').
   """
   restored = inference.Restored(model, params, int(step), config)
-  return _evaluate_restored(restored, config, epath.Path(workdir) if workdir else None, params_kind=params_kind,
-                            max_images=max_images, mesh=mesh, keep_strip=True)
+  return _evaluate_restored(
+    restored,
+    config,
+    epath.Path(workdir) if workdir else None,
+    params_kind=params_kind,
+    max_images=max_images,
+    mesh=mesh,
+    keep_strip=True,
+  )
 
 
-def _evaluate_restored(restored: inference.Restored, config, workdir: epath.Path | None, *, params_kind: str,
-                       bf16: bool = False, max_images: int | None = None, mesh=None,
-                       keep_strip: bool = False) -> dict[str, dict]:
+def _evaluate_restored(
+  restored: inference.Restored,
+  config,
+  workdir: epath.Path | None,
+  *,
+  params_kind: str,
+  bf16: bool = False,
+  max_images: int | None = None,
+  mesh=None,
+  keep_strip: bool = False,
+) -> dict[str, dict]:
   # A config loaded from DIR/config.json holds the list entries as plain dicts.
   datasets = [ml_collections.ConfigDict(d) if isinstance(d, dict) else d for d in config.get("eval_datasets", [])]
   if not datasets:
@@ -409,14 +504,20 @@ def _evaluate_restored(restored: inference.Restored, config, workdir: epath.Path
     mesh = sharding_lib.create_mesh((-1, 1), devices=jax.local_devices())
   results = {}
   for ds_cfg in datasets:
-    summary, grid_rows = evaluate_dataset(restored, ds_cfg, mesh,
-                                          num_grid_images=config.get("eval_num_grid_images", 4),
-                                          max_images=max_images)
+    summary, grid_rows = evaluate_dataset(
+      restored, ds_cfg, mesh, num_grid_images=config.get("eval_num_grid_images", 4), max_images=max_images
+    )
     stem = f"{summary['label']}_{summary['split']}"
-    summary.update(step=restored.step, params=params_kind, workdir=str(workdir) if workdir else None,
-                   bf16=bool(bf16), preset=restored.config.model.get("preset"))
+    summary.update(
+      step=restored.step,
+      params=params_kind,
+      workdir=str(workdir) if workdir else None,
+      bf16=bool(bf16),
+      preset=restored.config.model.get("preset"),
+    )
     if pc > 1 and eval_dir is not None:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
       parts_dir = eval_dir / ".parts"
       parts_dir.mkdir(parents=True, exist_ok=True)
       _write_json(parts_dir / f"{stem}.process_{pi}-of-{pc}.json", summary)
@@ -429,11 +530,18 @@ def _evaluate_restored(restored: inference.Restored, config, workdir: epath.Path
     if pi == 0 and eval_dir is not None:
       if strip is not None:
         from PIL import Image  # pylint: disable=g-import-not-at-top
+
         summary["grid"] = f"{stem}_grid.png"
         Image.fromarray(strip).save(eval_dir / summary["grid"])
       _write_json(eval_dir / f"{stem}.json", summary)
-      logging.info("eval %s at step %d: %s over %d images, %.1fs", stem, restored.step, headline(summary),
-                   summary["num_images"], summary["seconds"])
+      logging.info(
+        "eval %s at step %d: %s over %d images, %.1fs",
+        stem,
+        restored.step,
+        headline(summary),
+        summary["num_images"],
+        summary["seconds"],
+      )
     if keep_strip:
       summary["strip"] = strip
     results[stem] = summary
@@ -444,6 +552,7 @@ def _evaluate_restored(restored: inference.Restored, config, workdir: epath.Path
 
 def _write_scalars(workdir: str, step: int, results: dict) -> None:
   from bdirnet_jax import writers  # pylint: disable=g-import-not-at-top
+
   scalars = {}
   for stem, s in results.items():
     if s["psnr"] is not None:

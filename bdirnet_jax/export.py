@@ -9,13 +9,15 @@ It is lowered for CPU and CUDA, so one file serves both; a new shape compiles on
 Load it with `load_exported(path)`, or anywhere with a compatible jax:
 `jax.export.deserialize(open(path, "rb").read()).call(images)`.
 """
-from pathlib import Path
-from typing import Any, Callable
 
-from absl import logging
+from pathlib import Path
+from typing import Any
+from typing import Callable
+
 import jax
-from jax import export as jax_export
 import jax.numpy as jnp
+from absl import logging
+from jax import export as jax_export
 
 from bdirnet_jax import inference
 from bdirnet_jax.models import BDIRNet
@@ -68,9 +70,16 @@ def export(workdir, output_file, *, bf16=False, use_ema=True, step=None) -> None
   tmp = path.with_name(f".{path.name}.tmp")
   tmp.write_bytes(data)
   tmp.replace(path)
-  logging.info("export: step %d of %s -> %s (%.1f MB, input %s, platforms %s, %s)", restored.step, workdir, path,
-               len(data) / 1e6, exported.in_avals[0], ",".join(exported.platforms),
-               "bfloat16" if bf16 else "float32")
+  logging.info(
+    "export: step %d of %s -> %s (%.1f MB, input %s, platforms %s, %s)",
+    restored.step,
+    workdir,
+    path,
+    len(data) / 1e6,
+    exported.in_avals[0],
+    ",".join(exported.platforms),
+    "bfloat16" if bf16 else "float32",
+  )
 
 
 def load_exported(path) -> Callable[[Any], jax.Array]:

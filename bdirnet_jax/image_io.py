@@ -11,10 +11,11 @@ always oriented: both OpenCV and Pillow apply the TIFF orientation tag while dec
 and WebP files is kept on the `Image` and written into the output PNG (the pixels are never colour-converted, so
 the profile still describes them); other metadata (camera, GPS, time) is not copied.
 """
+
 import dataclasses
 import os
-from pathlib import Path
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -22,14 +23,33 @@ EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm",
 FORMATS = "PNG, JPEG, WebP, BMP, TIFF, PPM or PGM"
 
 # Leading bytes of each accepted format: only to tell "not an image" from "a corrupt image" in error messages.
-_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"BM": "BMP", b"II*\x00": "TIFF",
-               b"MM\x00*": "TIFF", b"II+\x00": "BigTIFF", b"MM\x00+": "BigTIFF", b"RIFF": "WebP", b"P5": "PGM",
-               b"P6": "PPM", b"P2": "PGM", b"P3": "PPM"}
+_SIGNATURES = {
+  b"\x89PNG\r\n\x1a\n": "PNG",
+  b"\xff\xd8\xff": "JPEG",
+  b"BM": "BMP",
+  b"II*\x00": "TIFF",
+  b"MM\x00*": "TIFF",
+  b"II+\x00": "BigTIFF",
+  b"MM\x00+": "BigTIFF",
+  b"RIFF": "WebP",
+  b"P5": "PGM",
+  b"P6": "PPM",
+  b"P2": "PGM",
+  b"P3": "PPM",
+}
 _MAX_VALUE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 _ORIENTATION_TAG = 0x0112
 # EXIF orientation -> (transpose, flip rows, flip columns) of the stored array that gives the displayed image.
-_ORIENT = {1: (False, False, False), 2: (False, False, True), 3: (False, True, True), 4: (False, True, False),
-           5: (True, False, False), 6: (True, False, True), 7: (True, True, True), 8: (True, True, False)}
+_ORIENT = {
+  1: (False, False, False),
+  2: (False, False, True),
+  3: (False, True, True),
+  4: (False, True, False),
+  5: (True, False, False),
+  6: (True, False, True),
+  7: (True, True, True),
+  8: (True, True, False),
+}
 
 
 class ImageReadError(ValueError):
@@ -93,6 +113,7 @@ def _exif_orientation(exif: bytes) -> int:
   Pillow warns or raises (SyntaxError, struct.error, ...) on corrupt blocks; a broken tag must not lose the image.
   """
   from PIL import Image as PILImage  # pylint: disable=g-import-not-at-top
+
   tags = PILImage.Exif()
   try:
     with warnings.catch_warnings():
@@ -107,6 +128,7 @@ def _exif_orientation(exif: bytes) -> int:
 def orientation_exif(orientation: int) -> bytes:
   """A TIFF-structured EXIF block holding only `orientation` (the payload of a PNG eXIf chunk)."""
   from PIL import Image as PILImage  # pylint: disable=g-import-not-at-top
+
   tags = PILImage.Exif()
   tags[_ORIENTATION_TAG] = int(orientation)
   return tags.tobytes().removeprefix(b"Exif\x00\x00")
@@ -119,6 +141,7 @@ def decode(data, path, *, keep_raw_orientation: bool = False) -> Image:
   caller's to check (read_image takes 8/16-bit gray, RGB and RGBA; the TFDS builders convert anything to 8 bits).
   """
   import cv2  # pylint: disable=g-import-not-at-top  (on first use: tfds_builders imports EXTENSIONS cheaply)
+
   data = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
   if data.size == 0:
     raise ImageReadError(path, "empty file (0 bytes)", "empty")
@@ -133,16 +156,22 @@ def decode(data, path, *, keep_raw_orientation: bool = False) -> Image:
       kind = None
     if kind is None:
       raise ImageReadError(path, f"not a {FORMATS} image (file starts with {head[:8]!r})", "unknown")
-    raise ImageReadError(path, f"corrupt or truncated {kind} data ({data.size} bytes), OpenCV could not decode it",
-                         "corrupt")
+    raise ImageReadError(
+      path, f"corrupt or truncated {kind} data ({data.size} bytes), OpenCV could not decode it", "corrupt"
+    )
   meta = {int(k): np.asarray(b).tobytes() for k, b in zip(kinds, blocks)}
   if pixels.ndim == 3 and pixels.shape[-1] == 1:
     pixels = pixels[..., 0]
   orientation = _exif_orientation(meta[cv2.IMAGE_METADATA_EXIF]) if cv2.IMAGE_METADATA_EXIF in meta else 1
   if orientation != 1 and not keep_raw_orientation:
     pixels = orient(pixels, orientation)
-  return Image(Path(path), pixels, icc_profile=meta.get(cv2.IMAGE_METADATA_ICCP) or None, orientation=orientation,
-               oriented=not keep_raw_orientation)
+  return Image(
+    Path(path),
+    pixels,
+    icc_profile=meta.get(cv2.IMAGE_METADATA_ICCP) or None,
+    orientation=orientation,
+    oriented=not keep_raw_orientation,
+  )
 
 
 def read_image(path, *, keep_raw_orientation: bool = False) -> Image:
@@ -196,6 +225,7 @@ def write_png(path, pixels: np.ndarray, *, icc_profile: bytes | None = None, ori
   icc_profile goes into an iCCP chunk; an orientation other than 1 into an eXIf chunk (for pixels kept as stored).
   """
   import cv2  # pylint: disable=g-import-not-at-top
+
   path = Path(path)
   kinds, blocks = [], []
   if icc_profile:

@@ -1,7 +1,9 @@
 """What evaluate, predict and export share: the restored model, padding to the network's multiple, and the
 jitted, batch-sharded deblur function."""
+
 import dataclasses
-from typing import Any, Callable
+from typing import Any
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +13,8 @@ import numpy as np
 from bdirnet_jax import checkpoint
 from bdirnet_jax import sharding as sharding_lib
 from bdirnet_jax import train_step
-from bdirnet_jax.models import BDIRNet, create_model
+from bdirnet_jax.models import BDIRNet
+from bdirnet_jax.models import create_model
 
 
 @dataclasses.dataclass
@@ -79,8 +82,11 @@ def jit_deblur(model: BDIRNet, mesh: jax.sharding.Mesh) -> Callable[[Any, jax.Ar
 
   The batch size must be a multiple of the data axis size (callers pad the batch with copies).
   """
-  return jax.jit(deblur_fn(model), in_shardings=(sharding_lib.replicated(mesh), sharding_lib.batch_sharding(mesh)),
-                 out_shardings=sharding_lib.batch_sharding(mesh))
+  return jax.jit(
+    deblur_fn(model),
+    in_shardings=(sharding_lib.replicated(mesh), sharding_lib.batch_sharding(mesh)),
+    out_shardings=sharding_lib.batch_sharding(mesh),
+  )
 
 
 def pad_batch(images: np.ndarray, multiple: int) -> tuple[np.ndarray, int]:

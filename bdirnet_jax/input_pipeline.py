@@ -30,15 +30,17 @@ Orbax, save `json.dumps(it.get_state())` per process and call `it.set_state(json
 """
 
 import collections
-from typing import Any, Iterator, Mapping
-
-import numpy as np
-from absl import flags
-from absl import logging
+from typing import Any
+from typing import Iterator
+from typing import Mapping
 
 import grain
 import jax
-from jax.sharding import NamedSharding, PartitionSpec
+import numpy as np
+from absl import flags
+from absl import logging
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec
 
 from bdirnet_jax import blur
 
@@ -171,8 +173,7 @@ def check_dataset(ds_cfg) -> None:
   (not inside a worker), config_validation before anything is compiled."""
   policy = ds_cfg.get("small_image_policy", "pad")
   if policy not in SMALL_IMAGE_POLICIES:
-    raise ValueError(f"config.dataset.small_image_policy must be one of {sorted(SMALL_IMAGE_POLICIES)}, got "
-                     f"{policy!r}")
+    raise ValueError(f"config.dataset.small_image_policy must be one of {sorted(SMALL_IMAGE_POLICIES)}, got {policy!r}")
   if ds_cfg.get("on_the_fly_blur", False):
     blur.check_families([ds_cfg.get("blur_family", blur.MIXED)], "config.dataset.blur_family")
     if ds_cfg.get("trajectory_exposures") is not None:
@@ -302,18 +303,14 @@ def create_train_iterator(
 def _to_iterator(ds: grain.MapDataset, ds_cfg) -> grain.DatasetIterator:
   prefetch = max(1, int(ds_cfg.get("prefetch", 2)))
   threads = int(ds_cfg.get("num_threads", 2))
-  it_ds = ds.to_iter_dataset(
-    grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch)
-  )
+  it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch))
   workers = int(ds_cfg.get("num_workers", 0))
   if workers > 0:
     # grain's worker start-up reads an absl flag; outside an absl app (tests, notebooks,
     # scripts) flags are unparsed and that read raises UnparsedFlagAccessError.
     if not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()
-    it_ds = it_ds.mp_prefetch(
-      grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=prefetch)
-    )
+    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=prefetch))
   return iter(it_ds)
 
 
@@ -349,9 +346,7 @@ def _sharding_for_rank(sharding: jax.sharding.Sharding, ndim: int) -> jax.shardi
 def make_global_batch(local_batch: Mapping[str, Any], sharding: jax.sharding.Sharding) -> dict:
   """Assemble each process's local batch into global arrays (batch axis split over processes)."""
   return {
-    k: jax.make_array_from_process_local_data(
-      _sharding_for_rank(sharding, np.ndim(v)), np.asarray(v)
-    )
+    k: jax.make_array_from_process_local_data(_sharding_for_rank(sharding, np.ndim(v)), np.asarray(v))
     for k, v in local_batch.items()
   }
 
@@ -406,8 +401,6 @@ class DevicePrefetchIterator(grain.DatasetIterator):
     return f"DevicePrefetchIterator(size={self._size})"
 
 
-def prefetch_to_device(
-  iterator: Iterator[Batch], size: int, sharding: jax.sharding.Sharding
-) -> DevicePrefetchIterator:
+def prefetch_to_device(iterator: Iterator[Batch], size: int, sharding: jax.sharding.Sharding) -> DevicePrefetchIterator:
   """Wrap a local-batch iterator into one of global, device-resident batches (see the class)."""
   return DevicePrefetchIterator(iterator, size, sharding)

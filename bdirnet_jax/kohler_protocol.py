@@ -133,23 +133,23 @@ def score(restored, frames, *, mask=None, batch_size: int = DEFAULT_BATCH) -> di
   z = jnp.asarray(restored)
   psnr, dy, dx, gain = [], [], [], []
   for start in range(0, n, b):
-    chunk, valid = frames[start:start + b], mask[start:start + b]
+    chunk, valid = frames[start : start + b], mask[start : start + b]
     pad = b - chunk.shape[0]
     if pad:  # one shape per image size: pad the last batch with masked-out frames
       chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], np.uint8)])
       valid = np.concatenate([valid, np.zeros(pad, bool)])
     out = jax.device_get(_score_frames(z, jnp.asarray(chunk), jnp.asarray(valid)))
     for acc, v in zip((psnr, dy, dx, gain), out):
-      acc.append(np.asarray(v)[:b - pad])
+      acc.append(np.asarray(v)[: b - pad])
   psnr, dy, dx, gain = (np.concatenate(a) for a in (psnr, dy, dx, gain))
   best = int(np.argmax(psnr))  # first maximum, as MATLAB's max
   ssim = _registered_ssim(z, jnp.asarray(frames[best]), int(dy[best]), int(dx[best]), float(gain[best]))
   return {
-      "psnr": float(psnr[best]),
-      "frame": best,
-      "shift": (int(dy[best]), int(dx[best])),
-      "gain": float(gain[best]),
-      "ssim": float(ssim),
-      "degenerate": not restored.any(),
-      "protocol": KOHLER_PROTOCOL,
+    "psnr": float(psnr[best]),
+    "frame": best,
+    "shift": (int(dy[best]), int(dx[best])),
+    "gain": float(gain[best]),
+    "ssim": float(ssim),
+    "degenerate": not restored.any(),
+    "protocol": KOHLER_PROTOCOL,
   }

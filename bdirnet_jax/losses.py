@@ -3,6 +3,7 @@
 Every term is a pure function of arrays so the unit tests can pin its value on hand-made inputs; `total_loss`
 combines them with the weights of `config.loss` (a weight of 0 removes the term and, where possible, its compute).
 """
+
 import functools
 
 import jax
@@ -181,17 +182,25 @@ def total_loss(outputs, sharp, loss_config):
       terms["identity_fft"] = fft_loss(outputs["identity"], sharp)
       weights["identity_fft"] = loss_config.fft_weight * loss_config.identity_weight
   if loss_config.latent_weight > 0:
-    terms["latent"] = latent_consistency_loss(outputs["latent_blurry"], outputs["latent_sharp"],
-                                              loss_config.latent_distance,
-                                              loss_config.get("latent_normalize", True))
+    terms["latent"] = latent_consistency_loss(
+      outputs["latent_blurry"],
+      outputs["latent_sharp"],
+      loss_config.latent_distance,
+      loss_config.get("latent_normalize", True),
+    )
     weights["latent"] = loss_config.latent_weight
   if loss_config.infonce_weight > 0:
-    terms["infonce"] = info_nce_loss(outputs["embed_blurry"], outputs["embed_sharp"],
-                                     loss_config.infonce_temperature, loss_config.infonce_stop_grad_sharp)
+    terms["infonce"] = info_nce_loss(
+      outputs["embed_blurry"],
+      outputs["embed_sharp"],
+      loss_config.infonce_temperature,
+      loss_config.infonce_stop_grad_sharp,
+    )
     weights["infonce"] = loss_config.infonce_weight
   if loss_config.stats_weight > 0:
-    terms["stats"] = stats_matching_loss(outputs["stats_blurry"], outputs["stats_sharp"],
-                                         loss_config.get("stats_scale_free", True))
+    terms["stats"] = stats_matching_loss(
+      outputs["stats_blurry"], outputs["stats_sharp"], loss_config.get("stats_scale_free", True)
+    )
     weights["stats"] = loss_config.stats_weight
   loss = sum(weights[k] * terms[k] for k in terms)
   return loss, terms

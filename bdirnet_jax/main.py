@@ -9,6 +9,7 @@ export:   --output=FILE, a jax.export artifact of the inference function.
 
 Config fields are overridden on the command line, e.g. --config.batch_size=16 --config.model.preset=base.
 """
+
 import os
 import re
 import sys
@@ -28,18 +29,32 @@ def _define_flags():
   flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "export"], "What to run.")
   flags.DEFINE_string("input", None, "predict: an image file or a folder (searched recursively).")
   flags.DEFINE_string("output", None, "predict: output folder; export: output file.")
-  flags.DEFINE_integer("tile", None, "predict: tile size in pixels; 0 disables tiling; unset = tile only when an "
-                       "image would not fit the device memory.")
+  flags.DEFINE_integer(
+    "tile",
+    None,
+    "predict: tile size in pixels; 0 disables tiling; unset = tile only when an image would not fit the device memory.",
+  )
   flags.DEFINE_integer("tile_overlap", 32, "predict: overlap between neighbouring tiles, blended linearly.")
-  flags.DEFINE_integer("batch_size", None, "predict: images (or tiles) per step over all devices, rounded up to a "
-                       "multiple of the device count; unset = automatic.")
-  flags.DEFINE_bool("keep_raw_orientation", False, "predict: deblur the pixels as stored instead of applying the EXIF "
-                    "orientation (the output PNG then carries the orientation as a tag).")
+  flags.DEFINE_integer(
+    "batch_size",
+    None,
+    "predict: images (or tiles) per step over all devices, rounded up to a "
+    "multiple of the device count; unset = automatic.",
+  )
+  flags.DEFINE_bool(
+    "keep_raw_orientation",
+    False,
+    "predict: deblur the pixels as stored instead of applying the EXIF "
+    "orientation (the output PNG then carries the orientation as a tag).",
+  )
   flags.DEFINE_bool("bf16", False, "predict/export/evaluate: bfloat16 activations (params stay float32).")
   flags.DEFINE_bool("use_ema", True, "evaluate/predict/export: use the EMA params when the run kept them.")
   flags.DEFINE_integer("step", None, "evaluate/predict/export: checkpoint step (default: latest).")
-  flags.DEFINE_string("coordinator_address", None, "Multi-process: host:port of process 0 "
-                      "(or set JAX_COORDINATOR_ADDRESS; on SLURM/TPU pods use --distributed).")
+  flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "Multi-process: host:port of process 0 (or set JAX_COORDINATOR_ADDRESS; on SLURM/TPU pods use --distributed).",
+  )
   flags.DEFINE_integer("num_processes", None, "Multi-process: number of processes.")
   flags.DEFINE_integer("process_id", None, "Multi-process: index of this process.")
   flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() with cluster auto-detection.")
@@ -49,16 +64,23 @@ def _define_flags():
 
 def _maybe_initialize_distributed():
   import jax  # pylint: disable=g-import-not-at-top
+
   address = FLAGS.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
   if not (address or FLAGS.distributed):
     return
   if jax.config.jax_platforms in (None, "", "cpu") or os.environ.get("JAX_PLATFORMS") == "cpu":
     # Cross-process collectives on CPU (tests, laptops) need gloo; accelerators bring their own.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(coordinator_address=address, num_processes=FLAGS.num_processes,
-                             process_id=FLAGS.process_id)
-  logging.info("Process %d of %d, %d local / %d global devices", jax.process_index(), jax.process_count(),
-               jax.local_device_count(), jax.device_count())
+  jax.distributed.initialize(
+    coordinator_address=address, num_processes=FLAGS.num_processes, process_id=FLAGS.process_id
+  )
+  logging.info(
+    "Process %d of %d, %d local / %d global devices",
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )
 
 
 def main(argv):
@@ -82,6 +104,7 @@ def main(argv):
     raise app.UsageError("--mode=export needs --output=FILE")
   _maybe_initialize_distributed()
   from bdirnet_jax import config_validation  # pylint: disable=g-import-not-at-top
+
   try:
     _run(config)
   except (config_validation.ConfigError, FileNotFoundError, FloatingPointError) as e:
@@ -94,19 +117,31 @@ def _run(config):
   # pylint: disable=g-import-not-at-top
   if FLAGS.mode == "train":
     from bdirnet_jax import train
+
     train.train_and_evaluate(config, FLAGS.workdir)
   elif FLAGS.mode == "evaluate":
     from bdirnet_jax import evaluate
+
     evaluate.evaluate(FLAGS.workdir, config, use_ema=FLAGS.use_ema, step=FLAGS.step, bf16=FLAGS.bf16)
   elif FLAGS.mode == "predict":
     from bdirnet_jax import predict
-    status = predict.predict(FLAGS.workdir, FLAGS.input, FLAGS.output, tile=FLAGS.tile,
-                             tile_overlap=FLAGS.tile_overlap, batch_size=FLAGS.batch_size, bf16=FLAGS.bf16,
-                             use_ema=FLAGS.use_ema, step=FLAGS.step,
-                             keep_raw_orientation=FLAGS.keep_raw_orientation)
+
+    status = predict.predict(
+      FLAGS.workdir,
+      FLAGS.input,
+      FLAGS.output,
+      tile=FLAGS.tile,
+      tile_overlap=FLAGS.tile_overlap,
+      batch_size=FLAGS.batch_size,
+      bf16=FLAGS.bf16,
+      use_ema=FLAGS.use_ema,
+      step=FLAGS.step,
+      keep_raw_orientation=FLAGS.keep_raw_orientation,
+    )
     sys.exit(status)
   elif FLAGS.mode == "export":
     from bdirnet_jax import export
+
     export.export(FLAGS.workdir, FLAGS.output, bf16=FLAGS.bf16, use_ema=FLAGS.use_ema, step=FLAGS.step)
 
 
@@ -120,8 +155,10 @@ def _parse_flags(argv):
     field = found.group(0) if found else text
     given = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.") and field in a.split("=")[0]]
     hint = re.search(r'Did you mean "([^"]+)"', text)
-    sys.exit(f"error: {given[0] if given else '--config'}: the config has no field {field!r}"
-             + (f"; did you mean {hint.group(1)!r}?" if hint else " (see configs/default.py for the fields)"))
+    sys.exit(
+      f"error: {given[0] if given else '--config'}: the config has no field {field!r}"
+      + (f"; did you mean {hint.group(1)!r}?" if hint else " (see configs/default.py for the fields)")
+    )
   except flags.Error as e:
     sys.exit(f"error: {e}\nPass --helpshort or --helpfull to see help on flags.")
 

@@ -65,9 +65,9 @@ def _as_batched(x, y):
 def _pairwise_sum(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
   """Tree summation over `axes`: error grows like log(n) rather than n in float32.
 
-    XLA's reduction order is unspecified; a sequential float32 sum over a 720x1280x3 image may drift
-    by up to ~n*eps, while the tree keeps the error near log2(n)*eps, well inside the 1e-4 budget.
-    """
+  XLA's reduction order is unspecified; a sequential float32 sum over a 720x1280x3 image may drift
+  by up to ~n*eps, while the tree keeps the error near log2(n)*eps, well inside the 1e-4 budget.
+  """
   keep = [a for a in range(x.ndim) if a not in axes]
   x = jnp.transpose(x, keep + list(axes))
   x = x.reshape(x.shape[: len(keep)] + (-1,))
@@ -88,11 +88,11 @@ def _pairwise_mean(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
 def _filter_valid(img: jax.Array, taps: jax.Array) -> jax.Array:
   """Separable correlation over H and W of [N,H,W,C], keeping only the fully-covered outputs.
 
-    scikit-image filters with mode='reflect' and then crops `(win_size - 1) // 2` pixels from every
-    side before averaging; the surviving pixels are exactly those whose window never touches the
-    border, so the padding never matters and a 'valid' correlation gives bit-for-bit the same region.
-    Done with shifted slices rather than a conv so GPUs cannot silently drop to TF32.
-    """
+  scikit-image filters with mode='reflect' and then crops `(win_size - 1) // 2` pixels from every
+  side before averaging; the surviving pixels are exactly those whose window never touches the
+  border, so the padding never matters and a 'valid' correlation gives bit-for-bit the same region.
+  Done with shifted slices rather than a conv so GPUs cannot silently drop to TF32.
+  """
   k = taps.shape[0]
   h, w = img.shape[1], img.shape[2]
   out = sum(taps[i] * img[:, i : h - k + 1 + i] for i in range(k))
@@ -104,9 +104,9 @@ def _filter_valid(img: jax.Array, taps: jax.Array) -> jax.Array:
 def psnr(x, y, data_range=255.0):
   """Peak signal-to-noise ratio in dB, as `skimage.metrics.peak_signal_noise_ratio`.
 
-    Identical images give `inf` (MSE 0), as scikit-image does; averaging over a test set then
-    yields inf, which is the honest answer rather than an arbitrary cap.
-    """
+  Identical images give `inf` (MSE 0), as scikit-image does; averaging over a test set then
+  yields inf, which is the honest answer rather than an arbitrary cap.
+  """
   x, y, unbatched = _as_batched(x, y)
   mse = _pairwise_mean(jnp.square(x - y), (1, 2, 3))
   data_range = jnp.asarray(data_range, x.dtype)
@@ -117,11 +117,11 @@ def psnr(x, y, data_range=255.0):
 @jax.jit
 def ssim(x, y, data_range=255.0):
   """Mean SSIM, as `skimage.metrics.structural_similarity(x, y, gaussian_weights=True,
-    sigma=1.5, use_sample_covariance=False, data_range=data_range, channel_axis=-1)`.
+  sigma=1.5, use_sample_covariance=False, data_range=data_range, channel_axis=-1)`.
 
-    Per-channel mean SSIM over the valid (border-cropped) region, then the mean over channels.
-    Like scikit-image, images smaller than the 11x11 window raise `ValueError`.
-    """
+  Per-channel mean SSIM over the valid (border-cropped) region, then the mean over channels.
+  Like scikit-image, images smaller than the 11x11 window raise `ValueError`.
+  """
   x, y, unbatched = _as_batched(x, y)
   h, w = x.shape[1], x.shape[2]
   if h < SSIM_WIN_SIZE or w < SSIM_WIN_SIZE:
@@ -199,7 +199,7 @@ def ssim_3d(x, y, data_range=255.0):
 @jax.jit
 def to_uint8(image_float01):
   """Quantises a [0, 1] float image the way NAFNet's `tensor2img` does (clip, x255, round half
-    to even, cast), so our scores are on the same footing as the saved PNGs published methods
-    evaluated."""
+  to even, cast), so our scores are on the same footing as the saved PNGs published methods
+  evaluated."""
   x = jnp.clip(jnp.asarray(image_float01, jnp.float32), 0.0, 1.0)
   return jnp.round(x * 255.0).astype(jnp.uint8)

@@ -12,17 +12,19 @@ bucket would not fit the device memory (estimated from XLA's memory analysis of 
 The core, `Predictor`, takes any batch apply function and pixel arrays, so the tiling and batching are testable on
 their own; which files to read, the reading and writing, and the report are predict_io's.
 """
+
 import collections
 import dataclasses
 import functools
 import math
 import os
-from typing import Any, Callable
+from typing import Any
+from typing import Callable
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from bdirnet_jax import image_io
 from bdirnet_jax import inference
@@ -49,6 +51,7 @@ def bucket_side(n: int, multiple: int = 1) -> int:
 @dataclasses.dataclass(frozen=True)
 class MemoryModel:
   """Device memory one forward pass needs per input pixel, against what one device has for it."""
+
   bytes_per_pixel: float
   budget_bytes: float
 
@@ -88,7 +91,7 @@ class _Result:
     self.out, self.n, self.h, self.w = out, n, h, w
 
   def __array__(self, dtype=None, copy=None):
-    a = np.asarray(self.out)[:self.n, :self.h, :self.w]
+    a = np.asarray(self.out)[: self.n, : self.h, : self.w]
     return a if dtype is None else a.astype(dtype)
 
 
@@ -102,9 +105,17 @@ class Predictor:
   count); None = up to MAX_IMAGES_PER_DEVICE per device, as memory allows.
   """
 
-  def __init__(self, apply: Callable[[np.ndarray], Any], *, multiple: int = 1, batch_multiple: int = 1,
-               tile: int | None = None, tile_overlap: int = 32, batch_size: int | None = None,
-               memory: MemoryModel | None = None):
+  def __init__(
+    self,
+    apply: Callable[[np.ndarray], Any],
+    *,
+    multiple: int = 1,
+    batch_multiple: int = 1,
+    tile: int | None = None,
+    tile_overlap: int = 32,
+    batch_size: int | None = None,
+    memory: MemoryModel | None = None,
+  ):
     self.apply, self.multiple, self.batch_multiple, self.memory = apply, multiple, batch_multiple, memory
     self.tile_overlap, self.batch_size = tile_overlap, batch_size
     if tile_overlap < 0:
@@ -116,13 +127,17 @@ class Predictor:
       rounded = [t // multiple * multiple for t in AUTO_TILES]
       self._auto_tiles = [t for t in rounded if t - tile_overlap >= multiple]
       if tile is None and memory is not None and not self._auto_tiles:
-        raise ValueError(f"--tile_overlap={tile_overlap} leaves no room for automatic tiles of "
-                         f"{min(AUTO_TILES)} pixels; pass a smaller overlap or an explicit --tile")
+        raise ValueError(
+          f"--tile_overlap={tile_overlap} leaves no room for automatic tiles of "
+          f"{min(AUTO_TILES)} pixels; pass a smaller overlap or an explicit --tile"
+        )
     else:
       self.tile = tile // multiple * multiple
       if tile < 0 or self.tile - tile_overlap < multiple:
-        raise ValueError(f"--tile={tile} (rounded down to the network's multiple {multiple}: {self.tile}) must "
-                         f"exceed --tile_overlap={tile_overlap} by at least {multiple}")
+        raise ValueError(
+          f"--tile={tile} (rounded down to the network's multiple {multiple}: {self.tile}) must "
+          f"exceed --tile_overlap={tile_overlap} by at least {multiple}"
+        )
     self.shapes: set[tuple[int, ...]] = set()  # every padded batch shape run: one compilation each for a jit
     self._queues: dict[tuple[int, int], list] = collections.defaultdict(list)
     self._pending_bytes = 0
@@ -216,10 +231,15 @@ class Predictor:
       return _Result(result, n, grid.th, grid.tw)
 
     def write_rows(y0, rows):
-      out[y0:y0 + rows.shape[0]] = image_io.from_rgb01(rows, pixels[y0:y0 + rows.shape[0]])
+      out[y0 : y0 + rows.shape[0]] = image_io.from_rgb01(rows, pixels[y0 : y0 + rows.shape[0]])
 
-    tiling.run_tiled(grid, lambda y, x, th, tw: image_io.to_rgb01(pixels[y:y + th, x:x + tw]), apply_batch,
-                     write_rows, batch_size=batch)
+    tiling.run_tiled(
+      grid,
+      lambda y, x, th, tw: image_io.to_rgb01(pixels[y : y + th, x : x + tw]),
+      apply_batch,
+      write_rows,
+      batch_size=batch,
+    )
     return out
 
   # ---------------------------------------------------------------------------------------------------------------
@@ -230,8 +250,16 @@ class Predictor:
     tile = self.tile_size(h, w)
     if tile is not None:
       grid = tiling.make_grid(h, w, tile, self.tile_overlap, align=self.multiple)
-      logging.info("predict: %s (%dx%d) in %d tiles of %dx%d, overlap %d", name, h, w, grid.num_tiles, grid.th,
-                   grid.tw, self.tile_overlap)
+      logging.info(
+        "predict: %s (%dx%d) in %d tiles of %dx%d, overlap %d",
+        name,
+        h,
+        w,
+        grid.num_tiles,
+        grid.th,
+        grid.tw,
+        self.tile_overlap,
+      )
       try:
         result = self._run_tiled(pixels, tile)
       except Exception as e:  # pylint: disable=broad-except
@@ -268,8 +296,19 @@ class Predictor:
     return results
 
 
-def predict(workdir, input_path, output_dir, *, tile=None, tile_overlap=32, batch_size=None, bf16=False,
-            use_ema=True, step=None, keep_raw_orientation=False) -> int:
+def predict(
+  workdir,
+  input_path,
+  output_dir,
+  *,
+  tile=None,
+  tile_overlap=32,
+  batch_size=None,
+  bf16=False,
+  use_ema=True,
+  step=None,
+  keep_raw_orientation=False,
+) -> int:
   """--mode=predict: deblurs a file or folder with the checkpoint of `workdir`; returns the exit status."""
   restored = inference.load(workdir, use_ema=use_ema, step=step, bf16=bf16)
   devices = jax.local_devices()
@@ -279,14 +318,35 @@ def predict(workdir, input_path, output_dir, *, tile=None, tile_overlap=32, batc
   multiple = restored.model.downsample_factor
   memory = estimate_memory(jitted, params, mesh, multiple) if tile is None else None
   if memory is not None:
-    logging.info("predict: about %.0f bytes per pixel per device, budget %.2f GB per device", memory.bytes_per_pixel,
-                 memory.budget_bytes / 1e9)
-  logging.info("predict: step %d of %s on %d %s device(s), %s", restored.step, workdir, len(devices),
-               devices[0].platform, "bfloat16" if bf16 else "float32")
-  predictor = Predictor(functools.partial(jitted, params), multiple=multiple, batch_multiple=len(devices),
-                        tile=tile, tile_overlap=tile_overlap, batch_size=batch_size, memory=memory)
-  status = predict_io.deblur_files(predictor, input_path, output_dir, shard=(jax.process_index(), jax.process_count()),
-                                   keep_raw_orientation=keep_raw_orientation)
+    logging.info(
+      "predict: about %.0f bytes per pixel per device, budget %.2f GB per device",
+      memory.bytes_per_pixel,
+      memory.budget_bytes / 1e9,
+    )
+  logging.info(
+    "predict: step %d of %s on %d %s device(s), %s",
+    restored.step,
+    workdir,
+    len(devices),
+    devices[0].platform,
+    "bfloat16" if bf16 else "float32",
+  )
+  predictor = Predictor(
+    functools.partial(jitted, params),
+    multiple=multiple,
+    batch_multiple=len(devices),
+    tile=tile,
+    tile_overlap=tile_overlap,
+    batch_size=batch_size,
+    memory=memory,
+  )
+  status = predict_io.deblur_files(
+    predictor,
+    input_path,
+    output_dir,
+    shard=(jax.process_index(), jax.process_count()),
+    keep_raw_orientation=keep_raw_orientation,
+  )
   logging.info("predict: %d compilation(s), batch shapes %s", predictor.compilations, sorted(predictor.shapes))
   cache_size = getattr(jitted, "_cache_size", None)
   if cache_size is not None:

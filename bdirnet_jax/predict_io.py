@@ -4,12 +4,15 @@ network on a small thread pool, the progress bar and the final report.
 The network side, batching by shape bucket and tiling, is `predict.Predictor`; it only sees pixel arrays. Reads run
 two images ahead and writes up to four behind, so decoding and encoding overlap the device.
 """
+
 import collections
 import concurrent.futures
 import dataclasses
 import functools
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any
+from typing import Callable
+from typing import Protocol
 
 from absl import logging
 from tqdm import tqdm
@@ -57,11 +60,12 @@ def plan(input_path, output_dir, *, shard: tuple[int, int] = (0, 1)) -> Plan:
     else:
       owners[dst] = src
       unique.append((src, dst))
-  return Plan(unique[shard[0]::shard[1]], failures)
+  return Plan(unique[shard[0] :: shard[1]], failures)
 
 
-def deblur_files(predictor: Deblurrer, input_path, output_dir, *, shard: tuple[int, int] = (0, 1),
-                 keep_raw_orientation: bool = False) -> int:
+def deblur_files(
+  predictor: Deblurrer, input_path, output_dir, *, shard: tuple[int, int] = (0, 1), keep_raw_orientation: bool = False
+) -> int:
   """Deblurs a file or a folder tree into `output_dir` as PNGs; returns the exit status (1 if anything failed).
 
   Outputs keep the input's ICC profile; see image_io for orientation (keep_raw_orientation: stored pixels, and
@@ -79,8 +83,10 @@ def deblur_files(predictor: Deblurrer, input_path, output_dir, *, shard: tuple[i
 
   read = functools.partial(image_io.read_image, keep_raw_orientation=keep_raw_orientation)
   written = 0
-  with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool, \
-       tqdm(total=len(jobs), unit="image", desc="predict", disable=None) as bar:
+  with (
+    concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool,
+    tqdm(total=len(jobs), unit="image", desc="predict", disable=None) as bar,
+  ):
     writes: collections.deque = collections.deque()
 
     def fail(src, reason):
@@ -128,8 +134,9 @@ def deblur_files(predictor: Deblurrer, input_path, output_dir, *, shard: tuple[i
 
   if failures:
     lines = "\n".join(f"  {path}: {reason}" for path, reason in failures)
-    logging.error("predict: %d of %d image(s) written to %s; %d failed:\n%s", written, len(jobs), output_dir,
-                  len(failures), lines)
+    logging.error(
+      "predict: %d of %d image(s) written to %s; %d failed:\n%s", written, len(jobs), output_dir, len(failures), lines
+    )
     return 1
   logging.info("predict: %d image(s) written to %s", written, output_dir)
   return 0

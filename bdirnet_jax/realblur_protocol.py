@@ -55,7 +55,7 @@ class Alignment:
 
 def im2uint8_float01(image: np.ndarray) -> np.ndarray:
   """The original's `im2uint8` (clip, +0.5, truncate), returned as float32 / 255: what reading the
-    saved PNG back gives the reference script."""
+  saved PNG back gives the reference script."""
   u8 = (np.clip(np.asarray(image, np.float32) * 255, 0, 255) + 0.5).astype(np.uint8)
   return u8.astype(np.float32) / 255
 
@@ -100,9 +100,7 @@ def image_align(deblurred: np.ndarray, gt: np.ndarray) -> Alignment:
 def _aligned(zs, x, warp, scale, cc, failed) -> Alignment:
   """Warps the scaled output and a mask of ones onto the ground truth's grid (the original's warpPerspective)."""
   size = (x.shape[1], x.shape[0])
-  zr = cv2.warpPerspective(
-    zs, warp, size, flags=cv2.INTER_CUBIC + cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT
-  )
+  zr = cv2.warpPerspective(zs, warp, size, flags=cv2.INTER_CUBIC + cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
   cr = cv2.warpPerspective(
     np.ones_like(zs, dtype=np.float32),
     warp,
@@ -148,15 +146,13 @@ def masked_ssim(image_true, image_test, mask) -> float:
 def realblur_metrics(restored_float01, sharp_float01, *, quantize: bool = True) -> dict:
   """Scores one RealBlur image pair (HxWx3, RGB, [0, 1]) under `REALBLUR_PROTOCOL`.
 
-    Returns `dict(psnr, ssim, ecc_failed, ecc_cc, warp, scale, protocol)`; average `psnr` and
-    `ssim` over the test set, and report how many images had `ecc_failed`.
-    """
+  Returns `dict(psnr, ssim, ecc_failed, ecc_cc, warp, scale, protocol)`; average `psnr` and
+  `ssim` over the test set, and report how many images had `ecc_failed`.
+  """
   restored = np.asarray(restored_float01, np.float32)
   sharp = np.asarray(sharp_float01, np.float32)
   if restored.shape != sharp.shape or restored.ndim != 3 or restored.shape[-1] != 3:
-    raise ValueError(
-      f"Expected two HxWx3 RGB images of equal shape, got {restored.shape} and {sharp.shape}."
-    )
+    raise ValueError(f"Expected two HxWx3 RGB images of equal shape, got {restored.shape} and {sharp.shape}.")
   if quantize:
     restored = im2uint8_float01(restored)
   al = image_align(restored, sharp)

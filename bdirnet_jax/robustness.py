@@ -11,6 +11,7 @@ test set, the blurred input's scores beside the output's) and robustness_psnr.pn
 checkpoint). Each checkpoint's
 per-image scores also land in its own DIR/eval/ through `evaluate.evaluate`.
 """
+
 import csv
 import io
 from typing import Sequence
@@ -28,22 +29,43 @@ from bdirnet_jax import inference
 
 SYNTHETIC = "synthetic_blur"
 # Real benchmarks with ground truth, as (name, builder config); Lai's "real" set has none, so it cannot be scored.
-REAL_DATASETS = (("gopro", "blur"), ("hide", None), ("realblur", "j"), ("realblur", "r"), ("kohler", None),
-                 ("lai", "synthetic_uniform"), ("lai", "synthetic_nonuniform"))
-CSV_FIELDS = ("checkpoint", "trained_on", "step", "test_set", "split", "protocol", "num_images", "psnr", "ssim",
-              "input_psnr", "input_ssim")
+REAL_DATASETS = (
+  ("gopro", "blur"),
+  ("hide", None),
+  ("realblur", "j"),
+  ("realblur", "r"),
+  ("kohler", None),
+  ("lai", "synthetic_uniform"),
+  ("lai", "synthetic_nonuniform"),
+)
+CSV_FIELDS = (
+  "checkpoint",
+  "trained_on",
+  "step",
+  "test_set",
+  "split",
+  "protocol",
+  "num_images",
+  "psnr",
+  "ssim",
+  "input_psnr",
+  "input_ssim",
+)
 
 
 def _test_set(name, config, data_dir, auto_prepare):
   label = name if config is None else f"{name}-{config}"
-  return data_config.dataset_config(name, config, "test", crop_size=0, data_dir=data_dir, label=label,
-                                auto_prepare=auto_prepare)
+  return data_config.dataset_config(
+    name, config, "test", crop_size=0, data_dir=data_dir, label=label, auto_prepare=auto_prepare
+  )
 
 
-def test_sets(data_dir: str | None, families: Sequence[str], real: Sequence[tuple[str, str | None]] = REAL_DATASETS
-              ) -> tuple[list[ml_collections.ConfigDict], list[str]]:
+def test_sets(
+  data_dir: str | None, families: Sequence[str], real: Sequence[tuple[str, str | None]] = REAL_DATASETS
+) -> tuple[list[ml_collections.ConfigDict], list[str]]:
   """(dataset configs to evaluate, labels of real datasets skipped because they are not prepared)."""
   from bdirnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+
   blur.check_families(sorted(set(families)), "--families")
   sets = [_test_set(SYNTHETIC, family, data_dir, True) for family in families]
   skipped = []
@@ -64,22 +86,41 @@ def _trained_on(config) -> str:
   return name + (f" (on-the-fly {ds.blur_family})" if ds.get("on_the_fly_blur") else "")
 
 
-def run(workdirs: Sequence[str], output_dir: str, *, data_dir: str | None = None,
-        families: Sequence[str] = blur.FAMILIES, real: Sequence[tuple[str, str | None]] = REAL_DATASETS,
-        max_images: int | None = None, bf16: bool = False, use_ema: bool = True) -> list[dict]:
+def run(
+  workdirs: Sequence[str],
+  output_dir: str,
+  *,
+  data_dir: str | None = None,
+  families: Sequence[str] = blur.FAMILIES,
+  real: Sequence[tuple[str, str | None]] = REAL_DATASETS,
+  max_images: int | None = None,
+  bf16: bool = False,
+  use_ema: bool = True,
+) -> list[dict]:
   """Evaluates each workdir on each test set; writes the table, CSV and plot; returns the CSV rows."""
   sets, skipped = test_sets(data_dir, families, real)
   rows = []
   for workdir in workdirs:
     restored = inference.load(workdir, use_ema=use_ema, bf16=bf16)
     config = ml_collections.ConfigDict({"eval_datasets": sets, "eval_num_grid_images": 2})
-    results = evaluate.evaluate(workdir, config, restored=restored, max_images=max_images, use_ema=use_ema,
-                                bf16=bf16)
+    results = evaluate.evaluate(workdir, config, restored=restored, max_images=max_images, use_ema=use_ema, bf16=bf16)
     for ds_cfg in sets:
       s = results[f"{ds_cfg.label}_test"]
-      rows.append(dict(checkpoint=str(workdir), trained_on=_trained_on(restored.config), step=restored.step,
-                       test_set=ds_cfg.label, split="test", protocol=s["protocol"], num_images=s["num_images"],
-                       psnr=s["psnr"], ssim=s["ssim"], input_psnr=s["input_psnr"], input_ssim=s["input_ssim"]))
+      rows.append(
+        dict(
+          checkpoint=str(workdir),
+          trained_on=_trained_on(restored.config),
+          step=restored.step,
+          test_set=ds_cfg.label,
+          split="test",
+          protocol=s["protocol"],
+          num_images=s["num_images"],
+          psnr=s["psnr"],
+          ssim=s["ssim"],
+          input_psnr=s["input_psnr"],
+          input_ssim=s["input_ssim"],
+        )
+      )
   out = epath.Path(output_dir)
   out.mkdir(parents=True, exist_ok=True)
   buffer = io.StringIO()
@@ -96,33 +137,46 @@ def run(workdirs: Sequence[str], output_dir: str, *, data_dir: str | None = None
 def _markdown(rows, labels, skipped, max_images) -> str:
   checkpoints = list(dict.fromkeys((r["checkpoint"], r["trained_on"], r["step"]) for r in rows))
   cell = {(r["checkpoint"], r["test_set"]): r for r in rows}
-  fmt = lambda r: ("n/a" if r["psnr"] is None else
-                   f"{r['psnr']:.2f} / {r['ssim']:.3f} (input {r['input_psnr']:.2f} / {r['input_ssim']:.3f})")
+  fmt = lambda r: (
+    "n/a"
+    if r["psnr"] is None
+    else f"{r['psnr']:.2f} / {r['ssim']:.3f} (input {r['input_psnr']:.2f} / {r['input_ssim']:.3f})"
+  )
   protocols = dict.fromkeys(r["protocol"] for r in rows)
-  lines = ["# Robustness: train on X, test on Y", "",
-           "PSNR (dB) / SSIM of the output on each test split at full resolution, and in brackets the blurred "
-           "input's under the same protocol. Synthetic columns: `synthetic_blur` rebuilt with one kernel family "
-           "each. Protocols:", ""]
+  lines = [
+    "# Robustness: train on X, test on Y",
+    "",
+    "PSNR (dB) / SSIM of the output on each test split at full resolution, and in brackets the blurred "
+    "input's under the same protocol. Synthetic columns: `synthetic_blur` rebuilt with one kernel family "
+    "each. Protocols:",
+    "",
+  ]
   lines += [f"- `{p}`: {evaluate.PROTOCOLS[p].definition}." for p in protocols if p in evaluate.PROTOCOLS]
   lines += [""]
   if max_images:
     lines += [f"At most {max_images} images per test set (a quick look, not a benchmark number).", ""]
-  lines += ["| checkpoint | trained on | step | " + " | ".join(labels) + " |",
-            "|---|---|---|" + "---|" * len(labels)]
+  lines += ["| checkpoint | trained on | step | " + " | ".join(labels) + " |", "|---|---|---|" + "---|" * len(labels)]
   for ckpt, trained_on, step in checkpoints:
-    lines.append(f"| {ckpt} | {trained_on} | {step} | "
-                 + " | ".join(fmt(cell[(ckpt, label)]) for label in labels) + " |")
+    lines.append(
+      f"| {ckpt} | {trained_on} | {step} | " + " | ".join(fmt(cell[(ckpt, label)]) for label in labels) + " |"
+    )
   if skipped:
-    lines += ["", "Not prepared in the data_dir, so skipped: " + ", ".join(skipped)
-              + " (build with `python -m tfds_builders.cli build ...`)."]
+    lines += [
+      "",
+      "Not prepared in the data_dir, so skipped: "
+      + ", ".join(skipped)
+      + " (build with `python -m tfds_builders.cli build ...`).",
+    ]
   return "\n".join(lines) + "\n"
 
 
 def _plot(rows, labels, path) -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   checkpoints = list(dict.fromkeys(r["checkpoint"] for r in rows))
   cell = {(r["checkpoint"], r["test_set"]): r["psnr"] for r in rows}
   width = 0.8 / max(len(checkpoints), 1)
@@ -156,8 +210,14 @@ def main(argv):
   del argv
   if not FLAGS.workdirs or not FLAGS.output:
     raise app.UsageError("--workdirs=DIR[,DIR...] and --output=DIR are required")
-  run(FLAGS.workdirs, FLAGS.output, data_dir=FLAGS.data_dir, families=FLAGS.families, max_images=FLAGS.max_images,
-      bf16=FLAGS.bf16)
+  run(
+    FLAGS.workdirs,
+    FLAGS.output,
+    data_dir=FLAGS.data_dir,
+    families=FLAGS.families,
+    max_images=FLAGS.max_images,
+    bf16=FLAGS.bf16,
+  )
 
 
 if __name__ == "__main__":

@@ -3,11 +3,14 @@
 The mesh always has a `model` axis (size 1 by default) so parameter sharding can be added by changing the param
 PartitionSpecs alone, without touching the train step.
 """
+
 import math
 from typing import Sequence
 
 import jax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 MODEL_AXIS = "model"
@@ -18,9 +21,12 @@ def resolve_mesh_shape(mesh_shape: Sequence[int], num_devices: int | None = None
 
   config_validation calls it without a device count, before anything is compiled; `create_mesh` with one.
   """
-  ok = (isinstance(mesh_shape, (tuple, list)) and len(mesh_shape) == 2
-        and all(isinstance(s, int) and not isinstance(s, bool) and (s == -1 or s > 0) for s in mesh_shape)
-        and list(mesh_shape).count(-1) <= 1)
+  ok = (
+    isinstance(mesh_shape, (tuple, list))
+    and len(mesh_shape) == 2
+    and all(isinstance(s, int) and not isinstance(s, bool) and (s == -1 or s > 0) for s in mesh_shape)
+    and list(mesh_shape).count(-1) <= 1
+  )
   if not ok:
     raise ValueError(f"config.mesh_shape must be (data, model) sizes > 0 with at most one -1, got {mesh_shape!r}")
   shape = list(mesh_shape)
@@ -40,8 +46,12 @@ def create_mesh(mesh_shape: Sequence[int] = (-1, 1), devices=None) -> Mesh:
   otherwise makes them `Explicit` (sharding in types).
   """
   devices = list(jax.devices() if devices is None else devices)
-  return jax.make_mesh(resolve_mesh_shape(mesh_shape, len(devices)), (DATA_AXIS, MODEL_AXIS),
-                       axis_types=(jax.sharding.AxisType.Auto,) * 2, devices=devices)
+  return jax.make_mesh(
+    resolve_mesh_shape(mesh_shape, len(devices)),
+    (DATA_AXIS, MODEL_AXIS),
+    axis_types=(jax.sharding.AxisType.Auto,) * 2,
+    devices=devices,
+  )
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -5,9 +5,9 @@ classical baselines, paired bootstrap intervals and a report.
 
 * Runs: `DIR/runs/<config>-<train_blur>-seed<k>`, ordinary workdirs trained by `train.train_and_evaluate` from
   `<study.config_dir>/<config>.py` (default `configs/`; `bdirnet` = `default.py`), loaded by path, with the
-  study's `overrides`, `num_train_steps`, `seed = k`, `dataset.on_the_fly_blur = True`, `dataset.blur_family = <train_blur>` and no `eval_datasets` (the
-  study scores the runs itself). Training photos come from
-  `synthetic_blur` (built on first use in `--data_dir`, default `DIR/tfds`).
+  study's `overrides`, `num_train_steps`, `seed = k`, `dataset.on_the_fly_blur = True`,
+  `dataset.blur_family = <train_blur>` and no `eval_datasets` (the study scores the runs itself). Training photos
+  come from `synthetic_blur` (built on first use in `--data_dir`, default `DIR/tfds`).
 * Resume: a run whose latest checkpoint step reaches `num_train_steps` is not touched again (not even restored for
   training); an unfinished one resumes from its checkpoints. Scores are cached per run in
   `<run>/study_scores.json` and for the baselines in `DIR/baseline_scores.json`, keyed by test-set label and
@@ -22,6 +22,7 @@ classical baselines, paired bootstrap intervals and a report.
 
 Single-process (one host, any number of local devices).
 """
+
 import importlib
 import importlib.util
 import json
@@ -52,6 +53,7 @@ DEFAULT_CONFIG_DIR = "configs"  # where `study.configs` names live, unless `stud
 # ---------------------------------------------------------------------------------------------------------------
 # Configs
 
+
 def run_name(config_name: str, train_blur: str, seed: int) -> str:
   return f"{config_name}-{train_blur}-seed{seed}"
 
@@ -74,16 +76,19 @@ def load_training_config(config_name: str, config_dir: str = DEFAULT_CONFIG_DIR)
   module = CONFIG_ALIASES.get(config_name, config_name)
   path = os.path.join(config_dir, f"{module}.py")
   if not os.path.isfile(path):
-    raise ValueError(f"study config {config_name!r}: no training config file {path} (study.config_dir="
-                     f"{config_dir!r}, relative to the working directory {os.getcwd()})")
+    raise ValueError(
+      f"study config {config_name!r}: no training config file {path} (study.config_dir="
+      f"{config_dir!r}, relative to the working directory {os.getcwd()})"
+    )
   spec = importlib.util.spec_from_file_location(f"_bdirnet_study_config_{module}", path)
   loaded = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(loaded)
   return loaded.get_config()
 
 
-def training_config(study: ml_collections.ConfigDict, config_name: str, train_blur: str, seed: int,
-                    data_dir: str) -> ml_collections.ConfigDict:
+def training_config(
+  study: ml_collections.ConfigDict, config_name: str, train_blur: str, seed: int, data_dir: str
+) -> ml_collections.ConfigDict:
   """The resolved training config of one run."""
   config = load_training_config(config_name, study.get("config_dir", DEFAULT_CONFIG_DIR))
   _apply_overrides(config, study.get("overrides", {}))
@@ -105,10 +110,12 @@ def synthetic_test_params(study: ml_collections.ConfigDict, config: ml_collectio
   exposures = test_cfg.get("trajectory_exposures")
   exposures = config.dataset.get("trajectory_exposures") if exposures is None else exposures
   return dict(
-      kernel_size=int(test_cfg.get("kernel_size") or config.dataset.kernel_size),
-      noise_sigma=float(config.dataset.noise_sigma if test_cfg.get("noise_sigma") is None else test_cfg.noise_sigma),
-      trajectory_exposures=(None if exposures is None
-                            else blur.check_exposures(exposures, "study.test.trajectory_exposures")))
+    kernel_size=int(test_cfg.get("kernel_size") or config.dataset.kernel_size),
+    noise_sigma=float(config.dataset.noise_sigma if test_cfg.get("noise_sigma") is None else test_cfg.noise_sigma),
+    trajectory_exposures=(
+      None if exposures is None else blur.check_exposures(exposures, "study.test.trajectory_exposures")
+    ),
+  )
 
 
 def validate_study(study: ml_collections.ConfigDict) -> None:
@@ -146,12 +153,14 @@ def config_drift(workdir: epath.Path, config: ml_collections.ConfigDict) -> list
     return []
   saved = _flatten(json.loads(path.read_text()))
   now = _flatten(json.loads(config.to_json_best_effort(sort_keys=True)))
-  return sorted(k for k in set(saved) & set(now)
-                if now[k] is not None and saved[k] != now[k] and k != "dataset.data_dir")
+  return sorted(
+    k for k in set(saved) & set(now) if now[k] is not None and saved[k] != now[k] and k != "dataset.data_dir"
+  )
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Caches
+
 
 def _read_json(path: epath.Path) -> dict:
   return json.loads(path.read_text()) if path.exists() else {}
@@ -172,12 +181,14 @@ def setup_compilation_cache(output: epath.Path) -> None:
   if jax.config.jax_compilation_cache_dir or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     return
   from jax.experimental.compilation_cache import compilation_cache  # pylint: disable=g-import-not-at-top
+
   jax.config.update("jax_compilation_cache_dir", str(output / "jax_cache"))
   compilation_cache.reset_cache()  # re-initialise even if something was compiled before in this process
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Scoring
+
 
 def baseline_scores(test_sets, output: epath.Path) -> dict[str, dict[str, list]]:
   """{set key: {method: [[psnr, ssim] per image]}}, computed once and cached in DIR/baseline_scores.json."""
@@ -192,10 +203,16 @@ def baseline_scores(test_sets, output: epath.Path) -> dict[str, dict[str, list]]
       if method in entry:
         continue
       t0 = time.time()
-      outputs = [classical.restore(method, b, None if ts.kernels is None else ts.kernels[i],
-                                   noise_sigma=ts.noise_sigma or 0.0,
-                                   seed=study_testsets.stable_seed(method, ts.label, ts.image_ids[i]))
-                 for i, b in enumerate(ts.blurry)]
+      outputs = [
+        classical.restore(
+          method,
+          b,
+          None if ts.kernels is None else ts.kernels[i],
+          noise_sigma=ts.noise_sigma or 0.0,
+          seed=study_testsets.stable_seed(method, ts.label, ts.image_ids[i]),
+        )
+        for i, b in enumerate(ts.blurry)
+      ]
       entry[method] = [list(s) for s in study_testsets.score_images(outputs, ts)]
       changed = True
       logging.info("study: baseline %s on %s: %.1fs", method, ts.label, time.time() - t0)
@@ -208,6 +225,7 @@ def network_outputs(restored, images: list[np.ndarray], batch_size: int) -> list
   """float32 [0, 1] deblurred images; images of one size run in fixed-size batches (one compilation per size)."""
   from bdirnet_jax import inference  # pylint: disable=g-import-not-at-top
   from bdirnet_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+
   mesh = sharding_lib.create_mesh((-1, 1), devices=jax.local_devices())
   devices = mesh.shape[sharding_lib.DATA_AXIS]
   batch_size = -(-max(1, batch_size) // devices) * devices
@@ -219,7 +237,7 @@ def network_outputs(restored, images: list[np.ndarray], batch_size: int) -> list
     by_shape.setdefault(img.shape, []).append(i)
   for indices in by_shape.values():
     for start in range(0, len(indices), batch_size):
-      chunk = indices[start:start + batch_size]
+      chunk = indices[start : start + batch_size]
       batch, hw = inference.pad_to_multiple(np.stack([images[i] for i in chunk]), factor)
       batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - len(chunk), axis=0)])
       out = np.asarray(jax.device_get(inference.crop(deblur(restored.params, batch), hw)))
@@ -238,13 +256,17 @@ def run_scores(workdir: epath.Path, test_sets, batch_size: int) -> tuple[int, di
   if missing:
     from bdirnet_jax import inference  # pylint: disable=g-import-not-at-top
     from bdirnet_jax import train_state  # pylint: disable=g-import-not-at-top
+
     t0 = time.time()
     restored = inference.load(str(workdir), use_ema=True, step=step)
     params = train_state.params_kind(restored.config)
     for ts in missing:
       outputs = network_outputs(restored, ts.blurry, batch_size)
-      cache[_set_key(ts)] = {"step": step, "params": params,
-                             "scores": [list(s) for s in study_testsets.score_images(outputs, ts)]}
+      cache[_set_key(ts)] = {
+        "step": step,
+        "params": params,
+        "scores": [list(s) for s in study_testsets.score_images(outputs, ts)],
+      }
     _write_json(path, cache)
     logging.info("study: scored %s on %d test set(s) in %.1fs", workdir.name, len(missing), time.time() - t0)
   return step, {_set_key(ts): cache[_set_key(ts)]["scores"] for ts in test_sets}
@@ -257,6 +279,7 @@ def latest_step(workdir: epath.Path) -> int | None:
   so that a later sitting on another machine resumes it) is known by the step of its cached scores.
   """
   from bdirnet_jax import checkpoint  # pylint: disable=g-import-not-at-top
+
   if (workdir / checkpoint.CHECKPOINT_DIR).exists():
     manager = checkpoint.create_manager(str(workdir))
     try:
@@ -272,8 +295,10 @@ def latest_step(workdir: epath.Path) -> int | None:
 # ---------------------------------------------------------------------------------------------------------------
 # The study
 
-def run(study: ml_collections.ConfigDict, output: str, *, data_dir: str | None = None,
-        report_only: bool = False) -> list[dict]:
+
+def run(
+  study: ml_collections.ConfigDict, output: str, *, data_dir: str | None = None, report_only: bool = False
+) -> list[dict]:
   """Trains what is missing, scores what is not cached, writes the report; returns the report's rows.
 
   `report_only` trains nothing: the report covers the finished runs and lists the others as not run yet (an
@@ -284,10 +309,13 @@ def run(study: ml_collections.ConfigDict, output: str, *, data_dir: str | None =
   """
   from bdirnet_jax import config_validation  # pylint: disable=g-import-not-at-top
   from bdirnet_jax import train  # pylint: disable=g-import-not-at-top
+
   validate_study(study)
   if jax.process_count() > 1:
-    raise ValueError("the study runs in one process (its runs are independent: split them over processes by "
-                     "giving each its own --study.configs/--study.seeds and the same --output)")
+    raise ValueError(
+      "the study runs in one process (its runs are independent: split them over processes by "
+      "giving each its own --study.configs/--study.seeds and the same --output)"
+    )
   out = epath.Path(output)
   out.mkdir(parents=True, exist_ok=True)
   train_data_dir = data_dir or str(out / "tfds")
@@ -304,15 +332,21 @@ def run(study: ml_collections.ConfigDict, output: str, *, data_dir: str | None =
   test_cfg = study.test
   params = synthetic_test_params(study, next(iter(configs.values())))
   t0 = time.time()
-  test_sets = study_testsets.synthetic_sets(study.test_blurs, variants=test_cfg.variants,
-                                            max_side=test_cfg.max_side, **params)
+  test_sets = study_testsets.synthetic_sets(
+    study.test_blurs, variants=test_cfg.variants, max_side=test_cfg.max_side, **params
+  )
   skipped = []
   if data_dir and study.get("real_datasets", True):
-    real, skipped = study_testsets.real_sets(data_dir, max_side=test_cfg.max_side,
-                                             max_images=test_cfg.get("max_real_images", 16))
+    real, skipped = study_testsets.real_sets(
+      data_dir, max_side=test_cfg.max_side, max_images=test_cfg.get("max_real_images", 16)
+    )
     test_sets += real
-  logging.info("study: %d test sets (%s) in %.1fs", len(test_sets),
-               ", ".join(f"{ts.label}: {len(ts)}" for ts in test_sets), time.time() - t0)
+  logging.info(
+    "study: %d test sets (%s) in %.1fs",
+    len(test_sets),
+    ", ".join(f"{ts.label}: {len(ts)}" for ts in test_sets),
+    time.time() - t0,
+  )
 
   rows = []
   drifted = {}
@@ -325,45 +359,77 @@ def run(study: ml_collections.ConfigDict, output: str, *, data_dir: str | None =
       continue
     if step is not None and step >= study.num_train_steps:
       if step > study.num_train_steps:
-        logging.warning("study: %s is at step %d, past the study's %d steps; scored as it is", workdir.name, step,
-                        study.num_train_steps)
+        logging.warning(
+          "study: %s is at step %d, past the study's %d steps; scored as it is",
+          workdir.name,
+          step,
+          study.num_train_steps,
+        )
       logging.info("study: %s finished (step %d); not trained", workdir.name, step)
     else:
-      logging.info("study: training %s (%s)", workdir.name,
-                   "from scratch" if step is None else f"resuming from step {step}")
+      logging.info(
+        "study: training %s (%s)", workdir.name, "from scratch" if step is None else f"resuming from step {step}"
+      )
       t1 = time.time()
       train.train_and_evaluate(configs[r], str(workdir))
       if (latest_step(workdir) or 0) < study.num_train_steps:
-        raise StudyInterrupted(f"{workdir.name} stopped at step {latest_step(workdir)} of "
-                               f"{study.num_train_steps}; rerun the same command to resume the study")
+        raise StudyInterrupted(
+          f"{workdir.name} stopped at step {latest_step(workdir)} of "
+          f"{study.num_train_steps}; rerun the same command to resume the study"
+        )
       logging.info("study: trained %s in %.1fs", workdir.name, time.time() - t1)
     drift = config_drift(workdir, configs[r])
     if drift:
-      logging.warning("study: %s was trained with a different config (%s); its checkpoint is used as it is",
-                      workdir.name, ", ".join(drift))
+      logging.warning(
+        "study: %s was trained with a different config (%s); its checkpoint is used as it is",
+        workdir.name,
+        ", ".join(drift),
+      )
       drifted[run_name(*r)] = drift
     step, scores = run_scores(workdir, test_sets, test_cfg.get("eval_batch", 8))
     for ts in test_sets:
       for iid, (psnr, ssim) in zip(ts.image_ids, scores[_set_key(ts)]):
-        rows.append(dict(config=r[0], train_blur=r[1], seed=r[2], test_set=ts.label, image_id=iid, psnr=psnr,
-                         ssim=ssim, step=step))
+        rows.append(
+          dict(
+            config=r[0], train_blur=r[1], seed=r[2], test_set=ts.label, image_id=iid, psnr=psnr, ssim=ssim, step=step
+          )
+        )
 
   base = baseline_scores(test_sets, out)
   for method in classical.BASELINES:
     for ts in test_sets:
       for iid, (psnr, ssim) in zip(ts.image_ids, base[_set_key(ts)].get(method, ())):
-        rows.append(dict(config=method, train_blur=None, seed=None, test_set=ts.label, image_id=iid, psnr=psnr,
-                         ssim=ssim, step=None))
+        rows.append(
+          dict(
+            config=method, train_blur=None, seed=None, test_set=ts.label, image_id=iid, psnr=psnr, ssim=ssim, step=None
+          )
+        )
 
-  meta = dict(name=study.get("name", "study"), configs=list(study.configs), seeds=[int(s) for s in study.seeds],
-              train_blurs=list(study.train_blurs), num_train_steps=int(study.num_train_steps),
-              **params, max_side=int(test_cfg.max_side), variants=int(test_cfg.variants),
-              overrides=study.get("overrides", ml_collections.ConfigDict()).to_dict(),
-              bootstrap_samples=int(study.bootstrap.samples), bootstrap_seed=int(study.bootstrap.seed),
-              drifted=drifted, not_run=not_run)
-  study_report.write(rows, out, study=meta, test_sets=test_sets, skipped=skipped,
-                     min_gain_db=float(study.get("learned_min_gain_db", 0.5)),
-                     samples=int(study.bootstrap.samples), seed=int(study.bootstrap.seed))
+  meta = dict(
+    name=study.get("name", "study"),
+    configs=list(study.configs),
+    seeds=[int(s) for s in study.seeds],
+    train_blurs=list(study.train_blurs),
+    num_train_steps=int(study.num_train_steps),
+    **params,
+    max_side=int(test_cfg.max_side),
+    variants=int(test_cfg.variants),
+    overrides=study.get("overrides", ml_collections.ConfigDict()).to_dict(),
+    bootstrap_samples=int(study.bootstrap.samples),
+    bootstrap_seed=int(study.bootstrap.seed),
+    drifted=drifted,
+    not_run=not_run,
+  )
+  study_report.write(
+    rows,
+    out,
+    study=meta,
+    test_sets=test_sets,
+    skipped=skipped,
+    min_gain_db=float(study.get("learned_min_gain_db", 0.5)),
+    samples=int(study.bootstrap.samples),
+    seed=int(study.bootstrap.seed),
+  )
   logging.info("study: report in %s", out / "report.md")
   return rows
 
@@ -374,8 +440,12 @@ FLAGS = flags.FLAGS
 def _define_flags():
   config_flags.DEFINE_config_file("study", None, "Study config file (configs/studies/NAME.py).", lock_config=True)
   flags.DEFINE_string("output", None, "Study folder: runs/, caches, report.md, report.csv, report_psnr.png.")
-  flags.DEFINE_string("data_dir", None, "TFDS data_dir: synthetic_blur is built there for training (default "
-                      "OUTPUT/tfds) and every real dataset prepared there is a test set.")
+  flags.DEFINE_string(
+    "data_dir",
+    None,
+    "TFDS data_dir: synthetic_blur is built there for training (default "
+    "OUTPUT/tfds) and every real dataset prepared there is a test set.",
+  )
   flags.DEFINE_bool("report_only", False, "Train nothing: report the finished runs, list the others as not run.")
 
 

@@ -18,6 +18,7 @@ Rows are dicts with `config, train_blur, seed, test_set, image_id, psnr, ssim, s
   study's bootstrap seed. Verdict: "better" when the interval is above 0, "worse" when below, otherwise
   "not distinguishable at this budget".
 """
+
 import csv
 import io
 import json
@@ -45,8 +46,10 @@ def in_distribution(train_blur: str, test_set: str) -> bool:
 # ---------------------------------------------------------------------------------------------------------------
 # Statistics
 
-def bootstrap_mean_ci(diff: np.ndarray, *, samples: int, seed: int, confidence: float = 0.95
-                      ) -> tuple[float, float, float]:
+
+def bootstrap_mean_ci(
+  diff: np.ndarray, *, samples: int, seed: int, confidence: float = 0.95
+) -> tuple[float, float, float]:
   """(mean, low, high) of a [seeds, images] matrix of paired differences (two-way crossed bootstrap, module doc).
 
   Resamples are mean + weighted means of the centred matrix, so a constant matrix gives an exact zero-width
@@ -107,8 +110,13 @@ def run_summaries(rows, min_gain_db: float) -> list[dict]:
   runs = list(dict.fromkeys((r["config"], r["train_blur"], r["seed"], r["step"]) for r in _networks(rows)))
   out = []
   for config, train_blur, seed, step in runs:
-    sel = [r for r in rows if (r["config"], r["train_blur"], r["seed"]) == (config, train_blur, seed)
-           and in_distribution(train_blur, r["test_set"]) and (r["test_set"], r["image_id"]) in inputs]
+    sel = [
+      r
+      for r in rows
+      if (r["config"], r["train_blur"], r["seed"]) == (config, train_blur, seed)
+      and in_distribution(train_blur, r["test_set"])
+      and (r["test_set"], r["image_id"]) in inputs
+    ]
     entry = dict(config=config, train_blur=train_blur, seed=seed, step=step, n=len(sel))
     if sel:
       psnr = float(np.mean([r["psnr"] for r in sel]))
@@ -141,20 +149,38 @@ def comparisons(rows, *, samples: int, seed: int, confidence: float = 0.95) -> l
           if not keys or len(keys) != len(seeds) * len(images):
             continue  # nothing in scope (or an incomplete grid, which only a partial run could leave)
           for metric, name, unit, digits in METRICS:
-            d = np.array([[index[(var, tb, s) + im][metric] - index[(ref, tb, s) + im][metric] for im in images]
-                          for s in seeds])
+            d = np.array(
+              [[index[(var, tb, s) + im][metric] - index[(ref, tb, s) + im][metric] for im in images] for s in seeds]
+            )
             rng_seed = study_testsets.stable_seed("bootstrap", seed, var, ref, tb, scope, metric)
             mean, lo, hi = bootstrap_mean_ci(d, samples=samples, seed=rng_seed, confidence=confidence)
-            out.append(dict(variant=var, reference=ref, train_blur=tb, scope=scope, metric=metric, name=name,
-                            unit=unit, digits=digits, mean=mean, lo=lo, hi=hi, seeds=len(seeds),
-                            images=len(images), verdict=verdict(lo, hi)))
+            out.append(
+              dict(
+                variant=var,
+                reference=ref,
+                train_blur=tb,
+                scope=scope,
+                metric=metric,
+                name=name,
+                unit=unit,
+                digits=digits,
+                mean=mean,
+                lo=lo,
+                hi=hi,
+                seeds=len(seeds),
+                images=len(images),
+                verdict=verdict(lo, hi),
+              )
+            )
   return out
 
 
 def sentence(c: dict) -> str:
   d, u = c["digits"], (" " + c["unit"] if c["unit"] else "")
-  numbers = (f"{c['mean']:+.{d}f}{u}, {c['confidence_pct']}% CI [{c['lo']:+.{d}f}, {c['hi']:+.{d}f}], "
-             f"{c['seeds']} seeds x {c['images']} images")
+  numbers = (
+    f"{c['mean']:+.{d}f}{u}, {c['confidence_pct']}% CI [{c['lo']:+.{d}f}, {c['hi']:+.{d}f}], "
+    f"{c['seeds']} seeds x {c['images']} images"
+  )
   where = f"trained on {c['train_blur']}, {c['scope']} {c['name']}"
   if c["verdict"] == UNDECIDED:
     return f"{c['variant']} vs {c['reference']} ({where}): {UNDECIDED} ({numbers})."
@@ -163,6 +189,7 @@ def sentence(c: dict) -> str:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Writing
+
 
 def write_csv(rows, path) -> None:
   buffer = io.StringIO()
@@ -202,93 +229,140 @@ def _exposures_note(study: dict) -> str:
   return "" if exposures is None else ", trajectory exposures " + ", ".join(f"{e:g}" for e in exposures)
 
 
-def markdown(rows, *, study: dict, test_sets: Sequence[study_testsets.TestSet], skipped: Sequence[str],
-             summaries: list[dict], comps: list[dict], min_gain_db: float) -> str:
+def markdown(
+  rows,
+  *,
+  study: dict,
+  test_sets: Sequence[study_testsets.TestSet],
+  skipped: Sequence[str],
+  summaries: list[dict],
+  comps: list[dict],
+  min_gain_db: float,
+) -> str:
   nets = _networks(rows)
   cells = list(dict.fromkeys((r["config"], r["train_blur"]) for r in nets))
   labels = [ts.label for ts in test_sets]
   baselines = [b for b in classical.BASELINES if any(r["config"] == b for r in rows)]
-  lines = [f"# Study: {study['name']}", "",
-           f"Configs {', '.join(study['configs'])}; seeds {', '.join(map(str, study['seeds']))}; trained on "
-           f"{', '.join(study['train_blurs'])} (on-the-fly blur, kernel size {study['kernel_size']}, noise sigma "
-           f"{study['noise_sigma']}{_exposures_note(study)}) for {study['num_train_steps']} steps each; tested on "
-           + ", ".join(f"{ts.label} ({len(ts)} images)" for ts in test_sets) + ".", "",
-           "Overrides applied to every run: `" + json.dumps(study["overrides"], sort_keys=True) + "`.", "",
-           "Scores: EMA parameters of each run's last checkpoint; outputs rounded to uint8, RGB PSNR (dB) and "
-           "Gaussian 11x11 SSIM (`rgb_uint8_gauss11`; RealBlur: `realblur_ecc`). Synthetic test sets: the "
-           "`synthetic_blur` test photos, square crops of at most "
-           f"{study['max_side']} px, {study['variants']} fixed seeded kernels per photo and family "
-           "(`bdirnet_jax/study_testsets.py`). Baselines (`bdirnet_jax/classical.py`): `input` is the blurred "
-           "image; `wiener_oracle`, `rl_oracle`, `unsupervised_wiener` deconvolve with the true kernel (an "
-           "oracle no blind method has), so they exist only for synthetic sets.", ""]
+  lines = [
+    f"# Study: {study['name']}",
+    "",
+    f"Configs {', '.join(study['configs'])}; seeds {', '.join(map(str, study['seeds']))}; trained on "
+    f"{', '.join(study['train_blurs'])} (on-the-fly blur, kernel size {study['kernel_size']}, noise sigma "
+    f"{study['noise_sigma']}{_exposures_note(study)}) for {study['num_train_steps']} steps each; tested on "
+    + ", ".join(f"{ts.label} ({len(ts)} images)" for ts in test_sets)
+    + ".",
+    "",
+    "Overrides applied to every run: `" + json.dumps(study["overrides"], sort_keys=True) + "`.",
+    "",
+    "Scores: EMA parameters of each run's last checkpoint; outputs rounded to uint8, RGB PSNR (dB) and "
+    "Gaussian 11x11 SSIM (`rgb_uint8_gauss11`; RealBlur: `realblur_ecc`). Synthetic test sets: the "
+    "`synthetic_blur` test photos, square crops of at most "
+    f"{study['max_side']} px, {study['variants']} fixed seeded kernels per photo and family "
+    "(`bdirnet_jax/study_testsets.py`). Baselines (`bdirnet_jax/classical.py`): `input` is the blurred "
+    "image; `wiener_oracle`, `rl_oracle`, `unsupervised_wiener` deconvolve with the true kernel (an "
+    "oracle no blind method has), so they exist only for synthetic sets.",
+    "",
+  ]
   if study.get("not_run"):
-    lines += [f"**Interim report**: {len(study['not_run'])} of the study's runs are not finished yet and are not "
-              "in any number below: " + ", ".join(study["not_run"]) + ".", ""]
+    lines += [
+      f"**Interim report**: {len(study['not_run'])} of the study's runs are not finished yet and are not "
+      "in any number below: " + ", ".join(study["not_run"]) + ".",
+      "",
+    ]
   if study.get("drifted"):
-    lines += ["**Warning**: these runs were trained under a config that differs from this study's (their "
-              "checkpoints are used as they are; use a new --output to retrain): "
-              + "; ".join(f"{run} ({', '.join(keys)})" for run, keys in sorted(study["drifted"].items())) + ".", ""]
+    lines += [
+      "**Warning**: these runs were trained under a config that differs from this study's (their "
+      "checkpoints are used as they are; use a new --output to retrain): "
+      + "; ".join(f"{run} ({', '.join(keys)})" for run, keys in sorted(study["drifted"].items()))
+      + ".",
+      "",
+    ]
   if skipped:
     lines += ["Real datasets not prepared in the data_dir, so not tested: " + ", ".join(skipped) + ".", ""]
 
-  lines += ["## Did every run learn?", "",
-            f"In-distribution PSNR of each run against the blurred input on the same images; \"yes\" when the gain "
-            f"is at least {min_gain_db} dB.", "",
-            "| config | train blur | seed | step | in-dist PSNR | input PSNR | gain (dB) | learned? |",
-            "|---|---|---|---|---|---|---|---|"]
+  lines += [
+    "## Did every run learn?",
+    "",
+    f'In-distribution PSNR of each run against the blurred input on the same images; "yes" when the gain '
+    f"is at least {min_gain_db} dB.",
+    "",
+    "| config | train blur | seed | step | in-dist PSNR | input PSNR | gain (dB) | learned? |",
+    "|---|---|---|---|---|---|---|---|",
+  ]
   for s in summaries:
     if "gain" in s:
-      lines.append(f"| {s['config']} | {s['train_blur']} | {s['seed']} | {s['step']} | {s['psnr']:.3f} | "
-                   f"{s['input_psnr']:.3f} | {s['gain']:+.3f} | {'yes' if s['learned'] else 'no'} |")
+      lines.append(
+        f"| {s['config']} | {s['train_blur']} | {s['seed']} | {s['step']} | {s['psnr']:.3f} | "
+        f"{s['input_psnr']:.3f} | {s['gain']:+.3f} | {'yes' if s['learned'] else 'no'} |"
+      )
     else:
-      lines.append(f"| {s['config']} | {s['train_blur']} | {s['seed']} | {s['step']} | – | – | – | "
-                   "no in-distribution test set |")
+      lines.append(
+        f"| {s['config']} | {s['train_blur']} | {s['seed']} | {s['step']} | – | – | – | no in-distribution test set |"
+      )
   learned = [s for s in summaries if s.get("learned")]
   lines += ["", f"{len(learned)} of {len(summaries)} runs learned.", ""]
 
   for metric, name, unit, digits in METRICS:
-    lines += [f"## {name}" + (f" ({unit})" if unit else ""), "",
-              "Mean ± standard deviation over seeds; in-dist / out-of-dist: mean over the rows in scope "
-              "(rule below). Baseline rows: mean over the images.", "",
-              "| config | train blur | " + " | ".join(labels) + " | in-dist | out-of-dist |",
-              "|---|---|" + "---|" * (len(labels) + 2)]
+    lines += [
+      f"## {name}" + (f" ({unit})" if unit else ""),
+      "",
+      "Mean ± standard deviation over seeds; in-dist / out-of-dist: mean over the rows in scope "
+      "(rule below). Baseline rows: mean over the images.",
+      "",
+      "| config | train blur | " + " | ".join(labels) + " | in-dist | out-of-dist |",
+      "|---|---|" + "---|" * (len(labels) + 2),
+    ]
     for config, tb in cells:
       ind = [l for l in labels if in_distribution(tb, l)]
       ood = [l for l in labels if not in_distribution(tb, l)]
-      lines.append(f"| {config} | {tb} | "
-                   + " | ".join(_cell(cell_stats(nets, metric, config, tb, [l]), digits) for l in labels)
-                   + f" | {_cell(cell_stats(nets, metric, config, tb, ind), digits)}"
-                   + f" | {_cell(cell_stats(nets, metric, config, tb, ood), digits)} |")
+      lines.append(
+        f"| {config} | {tb} | "
+        + " | ".join(_cell(cell_stats(nets, metric, config, tb, [l]), digits) for l in labels)
+        + f" | {_cell(cell_stats(nets, metric, config, tb, ind), digits)}"
+        + f" | {_cell(cell_stats(nets, metric, config, tb, ood), digits)} |"
+      )
     for b in baselines:
-      lines.append(f"| {b} | – | " + " | ".join(_fmt(baseline_mean(rows, metric, b, [l]), digits) for l in labels)
-                   + " | – | – |")
+      lines.append(
+        f"| {b} | – | " + " | ".join(_fmt(baseline_mean(rows, metric, b, [l]), digits) for l in labels) + " | – | – |"
+      )
     lines.append("")
 
-  lines += ["## Paired differences", "",
-            "Variant minus reference, paired on (seed, test set, image); 95% percentile bootstrap interval "
-            "resampling seeds and images (two-way crossed). Verdict from the interval: above 0 better, below 0 "
-            "worse, containing 0 \"not distinguishable at this budget\".", ""]
+  lines += [
+    "## Paired differences",
+    "",
+    "Variant minus reference, paired on (seed, test set, image); 95% percentile bootstrap interval "
+    "resampling seeds and images (two-way crossed). Verdict from the interval: above 0 better, below 0 "
+    'worse, containing 0 "not distinguishable at this budget".',
+    "",
+  ]
   if comps:
-    lines += ["| variant | reference | train blur | scope | metric | mean diff | 95% CI | seeds x images | verdict |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+      "| variant | reference | train blur | scope | metric | mean diff | 95% CI | seeds x images | verdict |",
+      "|---|---|---|---|---|---|---|---|---|",
+    ]
     for c in comps:
       d = c["digits"]
-      lines.append(f"| {c['variant']} | {c['reference']} | {c['train_blur']} | {c['scope']} | {c['name']} | "
-                   f"{c['mean']:+.{d}f} | [{c['lo']:+.{d}f}, {c['hi']:+.{d}f}] | {c['seeds']} x {c['images']} | "
-                   f"{c['verdict']} |")
+      lines.append(
+        f"| {c['variant']} | {c['reference']} | {c['train_blur']} | {c['scope']} | {c['name']} | "
+        f"{c['mean']:+.{d}f} | [{c['lo']:+.{d}f}, {c['hi']:+.{d}f}] | {c['seeds']} x {c['images']} | "
+        f"{c['verdict']} |"
+      )
     lines.append("")
     lines += [f"- {sentence(c)}" for c in comps]
   else:
     lines.append("No comparison: the study holds neither `unet_baseline` nor `bdirnet` beside another config.")
-  lines += ["", "## Rules", "",
-            "- In-distribution: a synthetic test family equal to the training family; training on `mixed` draws "
-            "all four families, so for it every synthetic family is in-distribution. Real datasets are always "
-            "out-of-distribution.",
-            "- Standard deviation: sample standard deviation (ddof=1) over seeds of each seed's mean; `–` with "
-            "one seed.",
-            f"- Bootstrap: {study['bootstrap_samples']} resamples, seeded (study bootstrap seed "
-            f"{study['bootstrap_seed']}); seeds were fixed in the study config before any run, none dropped.",
-            ""]
+  lines += [
+    "",
+    "## Rules",
+    "",
+    "- In-distribution: a synthetic test family equal to the training family; training on `mixed` draws "
+    "all four families, so for it every synthetic family is in-distribution. Real datasets are always "
+    "out-of-distribution.",
+    "- Standard deviation: sample standard deviation (ddof=1) over seeds of each seed's mean; `–` with one seed.",
+    f"- Bootstrap: {study['bootstrap_samples']} resamples, seeded (study bootstrap seed "
+    f"{study['bootstrap_seed']}); seeds were fixed in the study config before any run, none dropped.",
+    "",
+  ]
   return "\n".join(lines)
 
 
@@ -304,15 +378,22 @@ def plot_bars(rows, labels: Sequence[str]) -> tuple[bool, dict]:
   inputs = [baseline_mean(rows, "psnr", "input", [l]) for l in labels]
   relative = all(v is not None for v in inputs)
   offsets = inputs if relative else [0.0] * len(labels)
-  baselines = [b for b in classical.BASELINES
-               if any(r["config"] == b for r in rows) and not (relative and b == "input")]
+  baselines = [
+    b for b in classical.BASELINES if any(r["config"] == b for r in rows) and not (relative and b == "input")
+  ]
   bars = {}
   for tb in train_blurs:
     series = []
     for config in configs:
       stats = [cell_stats(nets, "psnr", config, tb, [l]) for l in labels]
-      series.append((config, [s[0] - o if s else 0.0 for s, o in zip(stats, offsets)],
-                     [0.0 if not s or np.isnan(s[1]) else s[1] for s in stats], False))
+      series.append(
+        (
+          config,
+          [s[0] - o if s else 0.0 for s, o in zip(stats, offsets)],
+          [0.0 if not s or np.isnan(s[1]) else s[1] for s in stats],
+          False,
+        )
+      )
     for b in baselines:
       means = [baseline_mean(rows, "psnr", b, [l]) for l in labels]
       series.append((b, [m - o if m is not None else 0.0 for m, o in zip(means, offsets)], [0.0] * len(labels), True))
@@ -322,13 +403,16 @@ def plot_bars(rows, labels: Sequence[str]) -> tuple[bool, dict]:
 
 def plot(rows, labels: Sequence[str], path) -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
   relative, bars = plot_bars(rows, labels)
   n = max((len(series) for series in bars.values()), default=1)
   width = 0.8 / max(n, 1)
-  fig, axes = plt.subplots(1, len(bars), figsize=(max(6, (1.0 + 0.25 * n) * len(labels)) * len(bars) ** 0.5, 4),
-                           squeeze=False, sharey=True)
+  fig, axes = plt.subplots(
+    1, len(bars), figsize=(max(6, (1.0 + 0.25 * n) * len(labels)) * len(bars) ** 0.5, 4), squeeze=False, sharey=True
+  )
   x = np.arange(len(labels))
   for ax, (tb, series) in zip(axes[0], bars.items()):
     for i, (name, means, stds, is_baseline) in enumerate(series):
@@ -353,8 +437,18 @@ def plot(rows, labels: Sequence[str], path) -> None:
   plt.close(fig)
 
 
-def write(rows, out_dir, *, study: dict, test_sets, skipped, min_gain_db: float, samples: int, seed: int,
-          confidence: float = 0.95) -> dict:
+def write(
+  rows,
+  out_dir,
+  *,
+  study: dict,
+  test_sets,
+  skipped,
+  min_gain_db: float,
+  samples: int,
+  seed: int,
+  confidence: float = 0.95,
+) -> dict:
   """Writes report.csv, report.md and report_psnr.png; returns {"summaries", "comparisons"}."""
   out = epath.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
@@ -363,7 +457,10 @@ def write(rows, out_dir, *, study: dict, test_sets, skipped, min_gain_db: float,
   for c in comps:
     c["confidence_pct"] = f"{100 * confidence:g}"
   write_csv(rows, out / "report.csv")
-  (out / "report.md").write_text(markdown(rows, study=study, test_sets=test_sets, skipped=skipped,
-                                          summaries=summaries, comps=comps, min_gain_db=min_gain_db))
+  (out / "report.md").write_text(
+    markdown(
+      rows, study=study, test_sets=test_sets, skipped=skipped, summaries=summaries, comps=comps, min_gain_db=min_gain_db
+    )
+  )
   plot(rows, [ts.label for ts in test_sets], out / "report_psnr.png")
   return {"summaries": summaries, "comparisons": comps}

@@ -18,6 +18,7 @@ with its ECC alignment (`realblur_ecc`): study numbers on real sets are not the 
 A set's `fingerprint` hashes everything that defines it (pixels, kernels, ids, protocol), so cached scores are
 reused only for exactly the same images.
 """
+
 import dataclasses
 import hashlib
 import io
@@ -33,12 +34,12 @@ REALBLUR_PROTOCOL = "realblur_ecc"
 
 @dataclasses.dataclass
 class TestSet:
-  label: str                       # the family name for synthetic sets, e.g. "gopro-blur" for real ones
-  family: str | None               # blur family (None: real data)
+  label: str  # the family name for synthetic sets, e.g. "gopro-blur" for real ones
+  family: str | None  # blur family (None: real data)
   protocol: str
   image_ids: list[str]
-  blurry: list[np.ndarray]         # uint8 HxWx3
-  sharp: list[np.ndarray]          # uint8 HxWx3
+  blurry: list[np.ndarray]  # uint8 HxWx3
+  sharp: list[np.ndarray]  # uint8 HxWx3
   kernels: list[np.ndarray] | None  # float32 kxk, sum 1 (None: real data, kernel unknown)
   noise_sigma: float | None
   fingerprint: str = ""
@@ -67,9 +68,12 @@ def fingerprint(ts: TestSet) -> str:
 def test_photos() -> list[tuple[str, np.ndarray]]:
   """[(image_id, uint8 HxWx3)] of the synthetic_blur builder's test split (packaged photos), sorted by id."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   from tfds_builders.synthetic_blur import synthetic_blur_dataset_builder as sb  # pylint: disable=g-import-not-at-top
-  test_fraction = next(c.test_fraction for c in sb.Builder.BUILDER_CONFIGS if c.name == sb.Builder.
-                       DEFAULT_BUILDER_CONFIG_NAME)
+
+  test_fraction = next(
+    c.test_fraction for c in sb.Builder.BUILDER_CONFIGS if c.name == sb.Builder.DEFAULT_BUILDER_CONFIG_NAME
+  )
   paths = dict(sb.packaged_photo_paths())
   ids = sb.assign_splits(sorted(paths), test_fraction)["test"]
   if not ids:
@@ -84,14 +88,22 @@ def test_photos() -> list[tuple[str, np.ndarray]]:
 def _crop(photo: np.ndarray, side: int, rng: np.random.Generator) -> np.ndarray:
   h, w = photo.shape[:2]
   top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-  return np.ascontiguousarray(photo[top:top + side, left:left + side])
+  return np.ascontiguousarray(photo[top : top + side, left : left + side])
 
 
-def synthetic_sets(families: Sequence[str], *, variants: int, max_side: int, kernel_size: int,
-                   noise_sigma: float, photos: list[tuple[str, np.ndarray]] | None = None,
-                   trajectory_exposures: Sequence[float] | None = None) -> list[TestSet]:
+def synthetic_sets(
+  families: Sequence[str],
+  *,
+  variants: int,
+  max_side: int,
+  kernel_size: int,
+  noise_sigma: float,
+  photos: list[tuple[str, np.ndarray]] | None = None,
+  trajectory_exposures: Sequence[float] | None = None,
+) -> list[TestSet]:
   """One TestSet per family (module doc); `photos` defaults to `test_photos()`."""
   from bdirnet_jax import metrics  # pylint: disable=g-import-not-at-top
+
   blur.check_families(families, "test blur families", allow_mixed=False)
   photos = test_photos() if photos is None else photos
   crops = []
@@ -105,8 +117,9 @@ def synthetic_sets(families: Sequence[str], *, variants: int, max_side: int, ker
     for crop_id, iid, v, sharp_img in crops:
       rng = np.random.default_rng(stable_seed(family, iid, v))
       kernel = blur.sample_kernel(rng, family, int(kernel_size), trajectory_exposures=trajectory_exposures)
-      y = blur.add_noise(rng, blur.blur_image(sharp_img.astype(np.float32) / 255.0, kernel),
-                         gaussian_sigma=float(noise_sigma))
+      y = blur.add_noise(
+        rng, blur.blur_image(sharp_img.astype(np.float32) / 255.0, kernel), gaussian_sigma=float(noise_sigma)
+      )
       ids.append(crop_id)
       blurry.append(np.round(y * 255.0).astype(np.uint8))
       sharp.append(sharp_img)
@@ -121,15 +134,17 @@ def _center_crop(image: np.ndarray, max_side: int) -> np.ndarray:
   h, w = image.shape[:2]
   ch, cw = min(h, max_side), min(w, max_side)
   top, left = (h - ch) // 2, (w - cw) // 2
-  return np.ascontiguousarray(image[top:top + ch, left:left + cw])
+  return np.ascontiguousarray(image[top : top + ch, left : left + cw])
 
 
-def real_sets(data_dir: str | None, *, max_side: int, max_images: int,
-              datasets=None) -> tuple[list[TestSet], list[str]]:
+def real_sets(
+  data_dir: str | None, *, max_side: int, max_images: int, datasets=None
+) -> tuple[list[TestSet], list[str]]:
   """(TestSets of the real datasets prepared in data_dir, labels of those not prepared)."""
   from bdirnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  from bdirnet_jax import robustness  # pylint: disable=g-import-not-at-top
   from bdirnet_jax import metrics  # pylint: disable=g-import-not-at-top
+  from bdirnet_jax import robustness  # pylint: disable=g-import-not-at-top
+
   cfgs, skipped = robustness.test_sets(data_dir, (), robustness.REAL_DATASETS if datasets is None else datasets)
   sets = []
   for ds_cfg in cfgs:
@@ -157,6 +172,7 @@ def score_images(outputs: Sequence[np.ndarray], ts: TestSet) -> list[tuple[float
   """(PSNR, SSIM) of float [0, 1] HxWx3 outputs against the set's sharp images under the set's protocol (the
   scorer of `evaluate.PROTOCOLS`, so a study and --mode=evaluate score alike)."""
   from bdirnet_jax import evaluate  # pylint: disable=g-import-not-at-top
+
   scores = []
   for out, sharp in zip(outputs, ts.sharp):
     r = evaluate.score_images(ts.protocol, np.asarray(out, np.float32)[None], [{"sharp": sharp}])[0]

@@ -11,10 +11,12 @@ at an aligned offset and sees the stride phase the whole image would. They run i
 are handed out as soon as no later tile touches them: the host keeps one stripe (tile height x image width) of
 float32, never a float32 copy of the whole image.
 """
+
 import collections
 import dataclasses
 import math
-from typing import Any, Callable
+from typing import Any
+from typing import Callable
 
 import numpy as np
 
@@ -58,6 +60,7 @@ def ramp(size: int, before: int, after: int, margin: int) -> np.ndarray:
 class Grid:
   """Tile layout of an image: tiles (th, tw) at every (y, x) in ys x xs, over the image padded at the bottom/right
   to a multiple of the alignment (as the untiled pass pads it), so every tile, the last included, is aligned."""
+
   height: int  # the image
   width: int
   padded_height: int  # the image padded to the alignment: the extent of the tiles
@@ -86,7 +89,7 @@ def _axis(length, tile, overlap, align, margin):
     weights.append(ramp(size, before, after, margin))
   norm = np.zeros(length, np.float32)
   for s, w in zip(starts, weights):
-    norm[s:s + size] += w
+    norm[s : s + size] += w
   return size, tuple(starts), tuple(weights), norm
 
 
@@ -102,9 +105,15 @@ def make_grid(height: int, width: int, tile: int, overlap: int, align: int = 1) 
   return Grid(height, width, ph, pw, th, tw, ys, xs, wy, wx, ny, nx)
 
 
-def run_tiled(grid: Grid, read_tile: Callable[[int, int, int, int], np.ndarray],
-              apply_batch: Callable[[np.ndarray], Any], write_rows: Callable[[int, np.ndarray], None], *,
-              batch_size: int, channels: int = 3) -> None:
+def run_tiled(
+  grid: Grid,
+  read_tile: Callable[[int, int, int, int], np.ndarray],
+  apply_batch: Callable[[np.ndarray], Any],
+  write_rows: Callable[[int, np.ndarray], None],
+  *,
+  batch_size: int,
+  channels: int = 3,
+) -> None:
   """Applies `apply_batch` to every tile and hands the blended image to `write_rows` stripe by stripe.
 
   read_tile(y, x, h, w) -> float32 [h, w, C], a region inside the image; tiles reaching into the alignment padding
@@ -129,10 +138,12 @@ def run_tiled(grid: Grid, read_tile: Callable[[int, int, int, int], np.ndarray],
     n = stop_row - y0
     if y0 < grid.height:
       keep = min(stop_row, grid.height) - y0
-      rows = acc[:keep, :grid.width] / (grid.norm_y[y0:y0 + keep, None, None] * grid.norm_x[None, :grid.width, None])
+      rows = acc[:keep, : grid.width] / (
+        grid.norm_y[y0 : y0 + keep, None, None] * grid.norm_x[None, : grid.width, None]
+      )
       write_rows(y0, rows)
-    acc[:grid.th - n] = acc[n:].copy()
-    acc[grid.th - n:] = 0.0
+    acc[: grid.th - n] = acc[n:].copy()
+    acc[grid.th - n :] = 0.0
 
   def consume(batch_coords, result):
     out = np.asarray(result)
@@ -142,11 +153,11 @@ def run_tiled(grid: Grid, read_tile: Callable[[int, int, int, int], np.ndarray],
         state["stripe"] += 1
       x = grid.xs[j]
       weight = grid.wy[i][:, None, None] * grid.wx[j][None, :, None]
-      acc[:, x:x + grid.tw] += tile_out.astype(np.float32) * weight
+      acc[:, x : x + grid.tw] += tile_out.astype(np.float32) * weight
 
   pending = collections.deque()
   for start in range(0, len(coords), batch_size):
-    batch_coords = coords[start:start + batch_size]
+    batch_coords = coords[start : start + batch_size]
     tiles = np.stack([read(grid.ys[i], grid.xs[j]) for i, j in batch_coords])
     pending.append((batch_coords, apply_batch(tiles)))
     if len(pending) > 1:
@@ -156,16 +167,29 @@ def run_tiled(grid: Grid, read_tile: Callable[[int, int, int, int], np.ndarray],
   finish_rows(grid.padded_height)
 
 
-def apply_tiled(image: np.ndarray, apply_batch: Callable[[np.ndarray], Any], *, tile: int, overlap: int,
-                batch_size: int = 1, align: int = 1) -> np.ndarray:
+def apply_tiled(
+  image: np.ndarray,
+  apply_batch: Callable[[np.ndarray], Any],
+  *,
+  tile: int,
+  overlap: int,
+  batch_size: int = 1,
+  align: int = 1,
+) -> np.ndarray:
   """In-memory convenience: float [H, W, C] image -> blended float32 [H, W, C] result."""
   h, w, c = image.shape
   grid = make_grid(h, w, tile, overlap, align)
   out = np.empty((h, w, c), np.float32)
 
   def write_rows(y0, rows):
-    out[y0:y0 + rows.shape[0]] = rows
+    out[y0 : y0 + rows.shape[0]] = rows
 
-  run_tiled(grid, lambda y, x, th, tw: np.asarray(image[y:y + th, x:x + tw], np.float32), apply_batch, write_rows,
-            batch_size=batch_size, channels=c)
+  run_tiled(
+    grid,
+    lambda y, x, th, tw: np.asarray(image[y : y + th, x : x + tw], np.float32),
+    apply_batch,
+    write_rows,
+    batch_size=batch_size,
+    channels=c,
+  )
   return out

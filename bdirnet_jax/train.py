@@ -1,4 +1,5 @@
 """The training loop: owns the mesh, state, checkpoints, metric writers and the input iterator."""
+
 import copy
 import os
 import signal
@@ -18,8 +19,12 @@ from bdirnet_jax import losses
 from bdirnet_jax import sharding as sharding_lib
 from bdirnet_jax import writers
 from bdirnet_jax.models import create_model
-from bdirnet_jax.train_state import TrainState, create_optimizer, create_train_state, learning_rate_schedule
-from bdirnet_jax.train_state import params_kind, schedule_steps
+from bdirnet_jax.train_state import TrainState
+from bdirnet_jax.train_state import create_optimizer
+from bdirnet_jax.train_state import create_train_state
+from bdirnet_jax.train_state import learning_rate_schedule
+from bdirnet_jax.train_state import params_kind
+from bdirnet_jax.train_state import schedule_steps
 from bdirnet_jax.train_step import jit_train_step
 
 
@@ -134,8 +139,9 @@ def fix_schedule_horizon(config: ml_collections.ConfigDict, workdir: str) -> ml_
     saved = old.optim.get("schedule_steps", None) or old.get("num_train_steps", None)
   if saved is not None and requested is not None and int(requested) != int(saved):
     raise config_validation.ConfigError(
-        f"config.optim.schedule_steps={requested} differs from the {saved} this run started with in {workdir}: "
-        "changing the horizon of a running schedule makes the learning rate jump; use a new --workdir")
+      f"config.optim.schedule_steps={requested} differs from the {saved} this run started with in {workdir}: "
+      "changing the horizon of a running schedule makes the learning rate jump; use a new --workdir"
+    )
   with config.unlocked():
     config.optim.schedule_steps = int(saved or requested or config.num_train_steps)
   return config
@@ -178,23 +184,24 @@ def _evaluate(config, model, state, mesh, workdir, writer, step, final):
   """Scores the EMA (or raw) params on every eval dataset: scalars, an image strip, and at the end the JSON files
   and report that --mode=evaluate writes."""
   from bdirnet_jax import evaluate  # pylint: disable=g-import-not-at-top
+
   kind = params_kind(config)
   params = state.ema_params if kind == "ema" else state.params
   if jax.process_count() > 1:
     # Evaluation runs on each process's local devices: give it host copies of the global params.
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     params = multihost_utils.process_allgather(params, tiled=True)
-  summaries = evaluate.evaluate_params(model, params, step, config, mesh, workdir if final else None,
-                                       params_kind=kind)
+  summaries = evaluate.evaluate_params(model, params, step, config, mesh, workdir if final else None, params_kind=kind)
   for label, summary in summaries.items():
     if summary.get("psnr") is None:
       continue
-    writer.write_scalars(step, {f"eval/{label}/{k}": summary[k]
-                                for k in ("psnr", "ssim", "input_psnr", "input_ssim")})
+    writer.write_scalars(step, {f"eval/{label}/{k}": summary[k] for k in ("psnr", "ssim", "input_psnr", "input_ssim")})
     if summary.get("strip") is not None:
       writer.write_images(step, {f"eval/{label}/strip": summary["strip"][None]})
-    logging.info("%s at step %d on %s: %s", "Final evaluation" if final else "Evaluation", step, label,
-                 evaluate.headline(summary))
+    logging.info(
+      "%s at step %d on %s: %s", "Final evaluation" if final else "Evaluation", step, label, evaluate.headline(summary)
+    )
   return summaries
 
 
@@ -220,8 +227,9 @@ def _train(config, workdir, train_iterator, preemption) -> TrainState:
   # Global device batches, `prefetch` of them in flight. Checkpoints save the prefetcher's position (that of the
   # next batch it hands out), not the pipeline's underneath, which runs ahead, so a resumed run continues exactly
   # after the last batch trained on. Iterators without get_state/set_state are not saved.
-  batches = input_pipeline.prefetch_to_device(train_iterator, config.dataset.get("prefetch", 2),
-                                              sharding_lib.batch_sharding(mesh))
+  batches = input_pipeline.prefetch_to_device(
+    train_iterator, config.dataset.get("prefetch", 2), sharding_lib.batch_sharding(mesh)
+  )
   data = batches if batches.stateful else None
 
   manager = checkpoint.create_manager(workdir, config)
@@ -242,11 +250,15 @@ def _train(config, workdir, train_iterator, preemption) -> TrainState:
   step_rng = jax.jit(lambda key: key, out_shardings=sharding_lib.replicated(mesh))(step_rng)
   writer = writers.create_writer(workdir, jax.process_index())
   periodic = writers.periodic_actions()
-  hooks = [periodic.ReportProgress(num_train_steps=config.num_train_steps, writer=writer,
-                             every_steps=config.log_every_steps, every_secs=None)]
+  hooks = [
+    periodic.ReportProgress(
+      num_train_steps=config.num_train_steps, writer=writer, every_steps=config.log_every_steps, every_secs=None
+    )
+  ]
   if jax.process_index() == 0 and config.get("profile_steps", 0) > 0:
-    hooks.append(periodic.Profile(num_profile_steps=config.profile_steps, first_profile=config.log_every_steps + 1,
-                            logdir=workdir))
+    hooks.append(
+      periodic.Profile(num_profile_steps=config.profile_steps, first_profile=config.log_every_steps + 1, logdir=workdir)
+    )
   if jax.process_index() == 0 and latest is None:
     writer.write_hparams(flat_hparams(config))
 
@@ -267,14 +279,16 @@ def _train(config, workdir, train_iterator, preemption) -> TrainState:
       if config.nan_policy == "stop":
         manager.wait_until_finished()
         raise NonFiniteError(
-            f"non-finite loss or gradients in {new} step(s) before step {step}; the state was not updated by "
-            f"them. Last checkpoint intact: step {last_saved} in {manager.directory}. Lower "
-            "config.optim.learning_rate, check the data, or set config.nan_policy='skip'.")
+          f"non-finite loss or gradients in {new} step(s) before step {step}; the state was not updated by "
+          f"them. Last checkpoint intact: step {last_saved} in {manager.directory}. Lower "
+          "config.optim.learning_rate, check the data, or set config.nan_policy='skip'."
+        )
       logging.warning("Skipped %d step(s) with non-finite loss or gradients before step %d.", new, step)
 
   schedule = learning_rate_schedule(config)
-  logging.info("Learning-rate schedule over %d steps; training to step %d.", schedule_steps(config),
-               config.num_train_steps)
+  logging.info(
+    "Learning-rate schedule over %d steps; training to step %d.", schedule_steps(config), config.num_train_steps
+  )
   while step < config.num_train_steps:
     batch = first_batch if first_batch is not None else next(batches)
     first_batch = None

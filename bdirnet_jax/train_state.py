@@ -1,4 +1,5 @@
 """Train state (params, optimizer, EMA) and the optimizer schedule."""
+
 from typing import Any
 
 import flax.struct
@@ -11,6 +12,7 @@ import optax
 @flax.struct.dataclass
 class TrainState:
   """Everything a resumed run needs to continue bit-identically (the data iterator state is saved beside it)."""
+
   step: jax.Array
   params: Any
   opt_state: Any
@@ -34,8 +36,12 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   horizon = schedule_steps(config)
   warmup = min(optim.warmup_steps, max(horizon - 1, 0))
   return optax.warmup_cosine_decay_schedule(
-      init_value=0.0 if warmup else optim.learning_rate, peak_value=optim.learning_rate, warmup_steps=warmup,
-      decay_steps=max(horizon, warmup + 1), end_value=optim.learning_rate * optim.min_lr_ratio)
+    init_value=0.0 if warmup else optim.learning_rate,
+    peak_value=optim.learning_rate,
+    warmup_steps=warmup,
+    decay_steps=max(horizon, warmup + 1),
+    end_value=optim.learning_rate * optim.min_lr_ratio,
+  )
 
 
 def ema_decay(config: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
@@ -69,8 +75,7 @@ def weight_decay_mask(params, targets: str = "kernels"):
     raise ValueError(f"optim.weight_decay_on={targets!r}; expected one of {WEIGHT_DECAY_TARGETS}")
   if targets == "all":
     return jax.tree.map(lambda _: True, params)
-  return jax.tree_util.tree_map_with_path(
-      lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
+  return jax.tree_util.tree_map_with_path(lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
 
 
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -79,12 +84,25 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
   if optim.grad_clip_norm and optim.grad_clip_norm > 0:
     chain.append(optax.clip_by_global_norm(optim.grad_clip_norm))
   targets = optim.get("weight_decay_on", "kernels")
-  chain.append(optax.adamw(learning_rate_schedule(config), b1=optim.b1, b2=optim.b2, eps=1e-8,
-                           weight_decay=optim.weight_decay, mask=lambda p: weight_decay_mask(p, targets)))
+  chain.append(
+    optax.adamw(
+      learning_rate_schedule(config),
+      b1=optim.b1,
+      b2=optim.b2,
+      eps=1e-8,
+      weight_decay=optim.weight_decay,
+      mask=lambda p: weight_decay_mask(p, targets),
+    )
+  )
   return optax.chain(*chain)
 
 
 def create_train_state(params, tx: optax.GradientTransformation) -> TrainState:
   params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                    ema_params=jax.tree.map(jnp.copy, params), nonfinite_steps=jnp.zeros((), jnp.int32))
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    opt_state=tx.init(params),
+    ema_params=jax.tree.map(jnp.copy, params),
+    nonfinite_steps=jnp.zeros((), jnp.int32),
+  )

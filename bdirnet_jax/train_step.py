@@ -1,4 +1,5 @@
 """The pure train step: (state, batch, rng) -> (state, metrics), jitted over a device mesh."""
+
 import functools
 
 import jax
@@ -8,7 +9,8 @@ import optax
 
 from bdirnet_jax import losses
 from bdirnet_jax import sharding as sharding_lib
-from bdirnet_jax.train_state import TrainState, ema_decay
+from bdirnet_jax.train_state import TrainState
+from bdirnet_jax.train_state import ema_decay
 
 
 def to_float(images):
@@ -24,6 +26,7 @@ def prepare_views(batch, rng, dataset_config):
   sharp = to_float(batch["sharp"])
   if "kernel" in batch:
     from bdirnet_jax import blur  # pylint: disable=g-import-not-at-top
+
     blurry = blur.blur_batch(sharp, batch["kernel"])
     blurry = blur.add_noise_jax(rng, blurry, dataset_config.get("noise_sigma", 0.0))
     return blurry, sharp
@@ -40,8 +43,15 @@ def _all_finite(tree):
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model, tx: optax.GradientTransformation,
-               config: ml_collections.ConfigDict):
+def train_step(
+  state: TrainState,
+  batch: dict,
+  rng: jax.Array,
+  *,
+  model,
+  tx: optax.GradientTransformation,
+  config: ml_collections.ConfigDict,
+):
   """One optimisation step. Pure: everything random comes from `rng` folded with the step."""
   rng = jax.random.fold_in(rng, state.step)
   blur_rng, _ = jax.random.split(rng)
@@ -50,8 +60,7 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model, tx: opt
 
   def loss_fn(params):
     if two_view:
-      outputs = model.apply({"params": params}, blurry, sharp,
-                            reconstruct_sharp=config.loss.identity_weight > 0)
+      outputs = model.apply({"params": params}, blurry, sharp, reconstruct_sharp=config.loss.identity_weight > 0)
     else:
       outputs = {"restored": model.apply({"params": params}, blurry, method=model.deblur)}
     loss, terms = losses.total_loss(outputs, sharp, config.loss)
@@ -68,14 +77,19 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model, tx: opt
   finite = jnp.isfinite(loss) & _all_finite(grads)
   keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
   new_state = TrainState(
-      step=state.step + 1,
-      params=keep(new_params, state.params),
-      opt_state=keep(new_opt_state, state.opt_state),
-      ema_params=keep(new_ema, state.ema_params),
-      nonfinite_steps=state.nonfinite_steps + (1 - finite.astype(jnp.int32)),
+    step=state.step + 1,
+    params=keep(new_params, state.params),
+    opt_state=keep(new_opt_state, state.opt_state),
+    ema_params=keep(new_ema, state.ema_params),
+    nonfinite_steps=state.nonfinite_steps + (1 - finite.astype(jnp.int32)),
   )
-  metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "psnr": batch_psnr(restored, sharp),
-             "input_psnr": batch_psnr(blurry, sharp), "finite": finite.astype(jnp.float32)}
+  metrics = {
+    "loss": loss,
+    "grad_norm": optax.global_norm(grads),
+    "psnr": batch_psnr(restored, sharp),
+    "input_psnr": batch_psnr(blurry, sharp),
+    "finite": finite.astype(jnp.float32),
+  }
   metrics.update({f"loss_{k}": v for k, v in terms.items()})
   return new_state, metrics
 
@@ -84,8 +98,8 @@ def jit_train_step(model, tx, config, mesh, state_shardings):
   """jax.jit of `train_step` with explicit shardings; the input state buffers are donated."""
   step = functools.partial(train_step, model=model, tx=tx, config=config)
   return jax.jit(
-      step,
-      in_shardings=(state_shardings, sharding_lib.batch_sharding(mesh), sharding_lib.replicated(mesh)),
-      out_shardings=(state_shardings, sharding_lib.replicated(mesh)),
-      donate_argnums=(0,),
+    step,
+    in_shardings=(state_shardings, sharding_lib.batch_sharding(mesh), sharding_lib.replicated(mesh)),
+    out_shardings=(state_shardings, sharding_lib.replicated(mesh)),
+    donate_argnums=(0,),
   )

@@ -5,6 +5,7 @@ TensorFlow is missing, `_import_clu()` registers a stand-in for that one submodu
 single notice, and clu's plain logging writer is used: the loop, progress reports and profiling keep working and
 metrics go to log lines. `tensorboard_available()` only answers the question; it changes nothing.
 """
+
 import functools
 import importlib.util
 import sys
@@ -46,8 +47,9 @@ def _import_clu(name: str):
 def create_writer(workdir: str, process_index: int):
   """TensorBoard events + log lines on process 0, nothing but logging elsewhere."""
   metric_writers = _import_clu("metric_writers")
-  return metric_writers.create_default_writer(workdir, just_logging=process_index > 0 or not tensorboard_available(),
-                                              asynchronous=True)
+  return metric_writers.create_default_writer(
+    workdir, just_logging=process_index > 0 or not tensorboard_available(), asynchronous=True
+  )
 
 
 def periodic_actions():

@@ -17,6 +17,7 @@ reports it, else the process's peak host RSS, which only grows: pass --isolate t
 `compilations` counts the padded shapes Predictor would compile for a folder of --mixed images of assorted sizes.
 Prints one JSON line per measurement, then a table. TensorFlow is never imported.
 """
+
 import argparse
 import json
 import os
@@ -37,6 +38,7 @@ def _peak_memory(jax):
   except OSError:
     pass
   import resource  # pylint: disable=g-import-not-at-top
+
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "host_rss"
 
 
@@ -52,6 +54,7 @@ def _parse_sizes(text):
 def _mixed_sizes(n, seed=0):
   """Assorted photo-like sizes: phone/camera resolutions, their crops and portrait versions."""
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   rng = np.random.default_rng(seed)
   common = [(480, 640), (720, 1280), (1080, 1920), (768, 1024), (600, 800), (1200, 1600), (256, 256), (512, 384)]
   sizes = []
@@ -84,8 +87,9 @@ def main(argv=None):
     for i, (_, _, _, item) in enumerate(_parse_sizes(args.sizes)):
       child = [f"--{k}={v}" for k, v in vars(args).items() if k not in ("isolate", "sizes", "mixed") and v is not None]
       child += [f"--sizes={item}", f"--mixed={args.mixed if i == 0 else 0}"]
-      out = subprocess.run([sys.executable, os.path.abspath(__file__), *child], capture_output=True, text=True,
-                           check=False)
+      out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), *child], capture_output=True, text=True, check=False
+      )
       if out.returncode:
         sys.stderr.write(out.stderr[-4000:])
         raise SystemExit(f"size {item} failed (exit {out.returncode})")
@@ -97,14 +101,16 @@ def main(argv=None):
     return rows
 
   if args.device_count:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_force_host_platform_device_count={args.device_count}").strip()
+    os.environ["XLA_FLAGS"] = (
+      os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={args.device_count}"
+    ).strip()
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   # pylint: disable=g-import-not-at-top
   import jax
   import jax.numpy as jnp
   import ml_collections
   import numpy as np
+
   from bdirnet_jax import inference
   from bdirnet_jax import predict
   from bdirnet_jax import sharding as sharding_lib
@@ -113,6 +119,7 @@ def main(argv=None):
 
   if args.config:
     import importlib.util
+
     spec = importlib.util.spec_from_file_location("bench_config", args.config)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -123,8 +130,9 @@ def main(argv=None):
     model_config = ml_collections.ConfigDict({"preset": args.preset})
   rows = []
   for dtype in args.dtype.split(","):
-    rows += _run_dtype(args, dtype.strip(), model_config, jax, jnp, np, inference, predict, sharding_lib, tiling,
-                       create_model)
+    rows += _run_dtype(
+      args, dtype.strip(), model_config, jax, jnp, np, inference, predict, sharding_lib, tiling, create_model
+    )
   if argv is None:
     _table(rows)
   return rows
@@ -135,7 +143,8 @@ def _run_dtype(args, dtype, model_config, jax, jnp, np, inference, predict, shar
   model = create_model(model_config, dtype)
   m = model.downsample_factor
   params = jax.jit(lambda k: model.init(k, jnp.zeros((1, 4 * m, 4 * m, 3)), method=model.deblur)["params"])(
-      jax.random.key(0))
+    jax.random.key(0)
+  )
   devices = jax.local_devices()
   mesh = sharding_lib.create_mesh((-1, 1), devices=devices)
   params = jax.device_put(params, sharding_lib.replicated(mesh))
@@ -143,8 +152,9 @@ def _run_dtype(args, dtype, model_config, jax, jnp, np, inference, predict, shar
   memory = predict.estimate_memory(jitted, params, mesh, m)
   apply = lambda x: jitted(params, x)
   n_dev = len(devices)
-  common = dict(preset=args.preset, dtype=dtype, devices=n_dev, platform=devices[0].platform,
-                device_kind=devices[0].device_kind)
+  common = dict(
+    preset=args.preset, dtype=dtype, devices=n_dev, platform=devices[0].platform, device_kind=devices[0].device_kind
+  )
   if args.config:
     common["config"] = args.config
   rows = []
@@ -165,11 +175,20 @@ def _run_dtype(args, dtype, model_config, jax, jnp, np, inference, predict, shar
         grid_px = predict.bucket_side(h, m) * predict.bucket_side(w, m)
         images = [image] * batch
       if memory.images_that_fit(grid_px) < batch // n_dev:
-        emit(dict(size=item, tile=tile or None, batch=batch, skipped="does not fit the device memory estimate",
-                  bytes_per_pixel=round(memory.bytes_per_pixel, 1), budget_bytes=int(memory.budget_bytes)))
+        emit(
+          dict(
+            size=item,
+            tile=tile or None,
+            batch=batch,
+            skipped="does not fit the device memory estimate",
+            bytes_per_pixel=round(memory.bytes_per_pixel, 1),
+            budget_bytes=int(memory.budget_bytes),
+          )
+        )
         continue
-      predictor = predict.Predictor(apply, multiple=m, batch_multiple=n_dev, tile=tile, batch_size=batch,
-                                    tile_overlap=args.tile_overlap)
+      predictor = predict.Predictor(
+        apply, multiple=m, batch_multiple=n_dev, tile=tile, batch_size=batch, tile_overlap=args.tile_overlap
+      )
       t = time.perf_counter()
       predictor.deblur(images)
       first = time.perf_counter() - t
@@ -179,15 +198,25 @@ def _run_dtype(args, dtype, model_config, jax, jnp, np, inference, predict, shar
         predictor.deblur(images)
         times.append(time.perf_counter() - t)
       steady = float(np.median(times)) if times else first  # --repeats=0: one call, compile included
-      row = dict(size=item, tile=tile or None, batch=batch, images_per_call=len(images),
-                 ms_per_image=round(1e3 * steady / len(images), 2), images_per_s=round(len(images) / steady, 3),
-                 first_call_s=round(first, 2), compile_s=round(first - steady, 2) if times else None,
-                 compilations=predictor.compilations, shapes=sorted(predictor.shapes))
+      row = dict(
+        size=item,
+        tile=tile or None,
+        batch=batch,
+        images_per_call=len(images),
+        ms_per_image=round(1e3 * steady / len(images), 2),
+        images_per_s=round(len(images) / steady, 3),
+        first_call_s=round(first, 2),
+        compile_s=round(first - steady, 2) if times else None,
+        compilations=predictor.compilations,
+        shapes=sorted(predictor.shapes),
+      )
       if tile:
         row["tiles"] = tiling.make_grid(h, w, tile, args.tile_overlap, align=m).num_tiles
       elif args.repeats:
-        x = jax.device_put(np.zeros((batch, predict.bucket_side(h, m), predict.bucket_side(w, m), 3), np.float32),
-                           sharding_lib.batch_sharding(mesh))
+        x = jax.device_put(
+          np.zeros((batch, predict.bucket_side(h, m), predict.bucket_side(w, m), 3), np.float32),
+          sharding_lib.batch_sharding(mesh),
+        )
         jax.block_until_ready(jitted(params, x))
         device_times = []
         for _ in range(args.repeats):
@@ -201,13 +230,20 @@ def _run_dtype(args, dtype, model_config, jax, jnp, np, inference, predict, shar
   if args.mixed and dtype == args.dtype.split(",")[0].strip():
     sizes = _mixed_sizes(args.mixed)
     shapes = []
-    counter = predict.Predictor(lambda x: shapes.append(x.shape) or np.zeros(x.shape, np.float32), multiple=m,
-                                batch_multiple=n_dev, memory=memory)
+    counter = predict.Predictor(
+      lambda x: shapes.append(x.shape) or np.zeros(x.shape, np.float32), multiple=m, batch_multiple=n_dev, memory=memory
+    )
     for hw in sizes:  # only shapes are recorded: the count is the bucketing's, no network runs
       counter.submit(np.zeros(hw + (3,), np.uint8), lambda _: None)
     counter.finish()
-    emit(dict(size=f"mixed folder of {len(sizes)}", distinct_sizes=len(set(sizes)),
-              compilations=counter.compilations, shapes=sorted(counter.shapes)))
+    emit(
+      dict(
+        size=f"mixed folder of {len(sizes)}",
+        distinct_sizes=len(set(sizes)),
+        compilations=counter.compilations,
+        shapes=sorted(counter.shapes),
+      )
+    )
   cache = getattr(jitted, "_cache_size", None)
   if cache is not None:
     emit(dict(size="jit cache", executables=cache()))
@@ -220,8 +256,11 @@ def _table(rows):
   for r in rows:
     if "ms_per_image" in r:
       peak = f"{r['peak_bytes'] / 1e6:.0f} ({r['peak_kind']})"
-      print(f"| {r['size']} | {r['dtype']} | {r['tile'] or '-'} | {r['batch']} | {r['ms_per_image']} | {r['images_per_s']} | "
-            f"{r.get('device_ms_per_image', '-')} | {'-' if r['compile_s'] is None else r['compile_s']} | {peak} |")
+      print(
+        f"| {r['size']} | {r['dtype']} | {r['tile'] or '-'} | {r['batch']} | {r['ms_per_image']} | "
+        f"{r['images_per_s']} | "
+        f"{r.get('device_ms_per_image', '-')} | {'-' if r['compile_s'] is None else r['compile_s']} | {peak} |"
+      )
     elif "skipped" in r:
       print(f"| {r['size']} | {r['dtype']} | {r['tile'] or '-'} | {r['batch']} | skipped: {r['skipped']} | | | | |")
     elif "compilations" in r:

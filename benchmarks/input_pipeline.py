@@ -34,8 +34,12 @@ def _texture(seed: int, size=(512, 512)) -> np.ndarray:
     x = np.linspace(0, cells, size[1])[None, :]
     y0, x0 = np.minimum(y.astype(int), cells - 1), np.minimum(x.astype(int), cells - 1)
     fy, fx = (y - y0)[..., None], (x - x0)[..., None]
-    out += ((1 - fy) * (1 - fx) * grid[y0, x0] + (1 - fy) * fx * grid[y0, x0 + 1]
-            + fy * (1 - fx) * grid[y0 + 1, x0] + fy * fx * grid[y0 + 1, x0 + 1])
+    out += (
+      (1 - fy) * (1 - fx) * grid[y0, x0]
+      + (1 - fy) * fx * grid[y0, x0 + 1]
+      + fy * (1 - fx) * grid[y0 + 1, x0]
+      + fy * fx * grid[y0 + 1, x0 + 1]
+    )
   return np.round(out / 3 * 255).astype(np.uint8)
 
 
@@ -45,6 +49,7 @@ def photo_source(copies: int):
 
   try:
     import skimage.data
+
     loaders = [(name, getattr(skimage.data, name, None)) for name in PHOTOS]
   except ImportError:  # GPU images may lack scikit-image: smooth random textures of photo size instead
     loaders = [(f"texture{i}", lambda i=i: _texture(i)) for i in range(len(PHOTOS))]
@@ -73,10 +78,19 @@ def make_config(args, workers: int, on_the_fly: bool):
       seed=0,
       batch_size=args.batch_size,
       dataset=dict(
-        name=name, config=cfg_name or None, split=args.split, data_dir=args.data_dir,
-        crop_size=args.crop, small_image_policy="pad", augment=True,
-        on_the_fly_blur=on_the_fly, blur_family=args.family, kernel_size=args.kernel_size,
-        num_workers=workers, prefetch=args.prefetch, num_threads=args.threads,
+        name=name,
+        config=cfg_name or None,
+        split=args.split,
+        data_dir=args.data_dir,
+        crop_size=args.crop,
+        small_image_policy="pad",
+        augment=True,
+        on_the_fly_blur=on_the_fly,
+        blur_family=args.family,
+        kernel_size=args.kernel_size,
+        num_workers=workers,
+        prefetch=args.prefetch,
+        num_threads=args.threads,
       ),
     )
   )
@@ -131,9 +145,14 @@ def time_device_blur(args) -> dict:
     y = f(x, k)
   y.block_until_ready()
   dt = time.perf_counter() - t
-  return {"bench": "device_blur_batch", "backend": jax.default_backend(), "crop": args.crop,
-      "batch_size": args.batch_size, "kernel_size": args.kernel_size,
-      "crops_per_s": round(args.steps * args.batch_size / dt, 2)}
+  return {
+    "bench": "device_blur_batch",
+    "backend": jax.default_backend(),
+    "crop": args.crop,
+    "batch_size": args.batch_size,
+    "kernel_size": args.kernel_size,
+    "crops_per_s": round(args.steps * args.batch_size / dt, 2),
+  }
 
 
 def main(argv=None):
@@ -172,8 +191,10 @@ def main(argv=None):
 
   print(f"\n{'workers':>7} {'otf_blur':>8} {'crops/s':>9} {'batch/s':>8} {'startup_s':>9}")
   for r in rows:
-    print(f"{r['workers']:>7} {str(r['on_the_fly_blur']):>8} {r['crops_per_s']:>9.1f} "
-        f"{r['batches_per_s']:>8.2f} {r['startup_s']:>9.2f}")
+    print(
+      f"{r['workers']:>7} {str(r['on_the_fly_blur']):>8} {r['crops_per_s']:>9.1f} "
+      f"{r['batches_per_s']:>8.2f} {r['startup_s']:>9.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -6,13 +6,14 @@ Prints one JSON line and a one-row table. `compile_s` is the time of `.lower(...
 the first step runs, so it is separate from `step_ms` (and includes no persistent-cache hit unless
 JAX_COMPILATION_CACHE_DIR is set). `--compile-only` stops after compiling (a CPU proxy for compile time).
 `--collectives` compiles the step and prints only `{"collectives": {...}}`: how many all-reduce, all-gather,
-collective-permute, all-to-all and reduce-scatter instructions the compiled (optimised) HLO holds. Step time is the median over `steps` steps after one warm-up, each
-synchronised with block_until_ready.
+collective-permute, all-to-all and reduce-scatter instructions the compiled (optimised) HLO holds.
+Step time is the median over `steps` steps after one warm-up, each synchronised with block_until_ready.
 
 Model FLOPs come from XLA's cost analysis of the *unrolled* (scan=False) step, lowered but not compiled: a scanned
 loop body is counted once by the cost analysis, and the compiled module's count depends on the backend's rewrites,
 so neither measures the model. The compiled count is reported beside it as `xla_compiled_flops`.
 """
+
 import argparse
 import json
 import os
@@ -40,8 +41,10 @@ def main(argv=None):
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.device_count}"
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   import importlib.util
+
   import jax
   import numpy as np
+
   from bdirnet_jax import input_pipeline
   from bdirnet_jax import sharding as sharding_lib
   from bdirnet_jax import train
@@ -70,9 +73,13 @@ def main(argv=None):
   step = jit_train_step(model, tx, config, mesh, shardings)
   b, c = config.batch_size, config.dataset.crop_size
   rng = np.random.default_rng(0)
-  batch = input_pipeline.make_global_batch({"blurry": rng.integers(0, 255, (b, c, c, 3), dtype=np.uint8),
-                                            "sharp": rng.integers(0, 255, (b, c, c, 3), dtype=np.uint8)},
-                                           sharding_lib.batch_sharding(mesh))
+  batch = input_pipeline.make_global_batch(
+    {
+      "blurry": rng.integers(0, 255, (b, c, c, 3), dtype=np.uint8),
+      "sharp": rng.integers(0, 255, (b, c, c, 3), dtype=np.uint8),
+    },
+    sharding_lib.batch_sharding(mesh),
+  )
   t = time.perf_counter()
   compiled = step.lower(state, batch, step_rng).compile()
   compile_s = time.perf_counter() - t
@@ -84,9 +91,18 @@ def main(argv=None):
     print(json.dumps(out))
     return out
   if args.compile_only:
-    out = dict(config=args.config, preset=config.model.preset, dtype=config.compute_dtype, batch=b, crop=c,
-               scan=bool(config.model.scan), remat=bool(config.model.remat), devices=jax.device_count(),
-               platform=jax.devices()[0].platform, compile_s=round(compile_s, 2))
+    out = dict(
+      config=args.config,
+      preset=config.model.preset,
+      dtype=config.compute_dtype,
+      batch=b,
+      crop=c,
+      scan=bool(config.model.scan),
+      remat=bool(config.model.remat),
+      devices=jax.device_count(),
+      platform=jax.devices()[0].platform,
+      compile_s=round(compile_s, 2),
+    )
     print(json.dumps(out))
     return out
   compiled_flops = _flops(compiled.cost_analysis())
@@ -105,12 +121,25 @@ def main(argv=None):
     times.append(time.perf_counter() - t)
   med = float(np.median(times))
   stats = jax.devices()[0].memory_stats() or {}
-  out = dict(config=args.config, preset=config.model.preset, dtype=config.compute_dtype, batch=b, crop=c,
-             scan=bool(config.model.scan), devices=jax.device_count(), platform=jax.devices()[0].platform,
-             device_kind=jax.devices()[0].device_kind, jax_version=jax.__version__, compile_s=round(compile_s, 2),
-             step_ms=round(med * 1e3, 2), images_per_s=round(b / med, 1), flops_per_step=flops,
-             xla_compiled_flops=compiled_flops, tflops_per_s=round(flops / med / 1e12, 3) if flops else None,
-             peak_bytes=stats.get("peak_bytes_in_use"))
+  out = dict(
+    config=args.config,
+    preset=config.model.preset,
+    dtype=config.compute_dtype,
+    batch=b,
+    crop=c,
+    scan=bool(config.model.scan),
+    devices=jax.device_count(),
+    platform=jax.devices()[0].platform,
+    device_kind=jax.devices()[0].device_kind,
+    jax_version=jax.__version__,
+    compile_s=round(compile_s, 2),
+    step_ms=round(med * 1e3, 2),
+    images_per_s=round(b / med, 1),
+    flops_per_step=flops,
+    xla_compiled_flops=compiled_flops,
+    tflops_per_s=round(flops / med / 1e12, 3) if flops else None,
+    peak_bytes=stats.get("peak_bytes_in_use"),
+  )
   print(json.dumps(out))
   print_table([out])
   return out
@@ -126,6 +155,7 @@ def count_collectives(hlo_text: str) -> dict[str, int]:
   (`%all-reduce.3 = ...`) or `-done` halves.
   """
   import re  # pylint: disable=g-import-not-at-top
+
   counts = {}
   for op in COLLECTIVES:
     counts[op] = len(re.findall(rf"\s{re.escape(op)}(?:-start)?\(", hlo_text))
@@ -141,6 +171,7 @@ def model_flops(config, mesh, state, batch, rng):
   """FLOPs of one step of the same model unrolled, from the lowered (pre-optimisation) HLO."""
   from bdirnet_jax import train  # pylint: disable=g-import-not-at-top
   from bdirnet_jax.train_step import jit_train_step  # pylint: disable=g-import-not-at-top
+
   unrolled = config.copy_and_resolve_references()
   unrolled.model.scan = False
   unrolled.model.remat = False
@@ -150,14 +181,34 @@ def model_flops(config, mesh, state, batch, rng):
 
 
 def print_table(rows):
-  header = ("preset", "dtype", "batch", "crop", "devices", "compile_s", "step_ms", "images_per_s", "tflops_per_s",
-            "peak_GB")
+  header = (
+    "preset",
+    "dtype",
+    "batch",
+    "crop",
+    "devices",
+    "compile_s",
+    "step_ms",
+    "images_per_s",
+    "tflops_per_s",
+    "peak_GB",
+  )
   print("| " + " | ".join(header) + " |")
   print("|" + "---|" * len(header))
   for r in rows:
     peak = r.get("peak_bytes")
-    values = [r["preset"], r["dtype"], r["batch"], r["crop"], r["devices"], r["compile_s"], r["step_ms"],
-              r["images_per_s"], r["tflops_per_s"], round(peak / 1e9, 2) if peak else "n/a"]
+    values = [
+      r["preset"],
+      r["dtype"],
+      r["batch"],
+      r["crop"],
+      r["devices"],
+      r["compile_s"],
+      r["step_ms"],
+      r["images_per_s"],
+      r["tflops_per_s"],
+      round(peak / 1e9, 2) if peak else "n/a",
+    ]
     print("| " + " | ".join(str(v) for v in values) + " |")
 
 

@@ -1,4 +1,5 @@
 """Ablation: no comparison in latent space (no consistency, InfoNCE or statistics terms); identity loss kept."""
+
 from configs import default
 
 

@@ -1,4 +1,5 @@
 """Ablation: DistillNet without SAID (features leave the encoder with their statistics)."""
+
 from configs import default
 
 

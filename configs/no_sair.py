@@ -1,4 +1,5 @@
 """Ablation: RecNet without SAIR (plain additive skips)."""
+
 from configs import default
 
 

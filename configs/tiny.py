@@ -1,4 +1,5 @@
 """Tiny smoke config: 10 steps of BDIRNet-tiny on 32x32 crops, well under a minute on 2 CPU cores."""
+
 from configs import default
 
 

@@ -3,6 +3,7 @@
 No SAID, no SAIR, no sharp view: identity, latent, InfoNCE and statistics losses off. This is the "transferring
 network" the paper argues generalises worse.
 """
+
 from configs import default
 
 

@@ -8,12 +8,13 @@ Compiling is most of the suite's time on CPU, so the whole run shares what it co
 - the fixtures below are built once per run, not once per xdist worker (`shared_once`), and tests copy what they
   change.
 """
+
 import fcntl
 import os
-from pathlib import Path
 import shutil
 import sys
 import tempfile
+from pathlib import Path
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -34,6 +35,7 @@ def pytest_configure(config):
   os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
   if "jax" in sys.modules:  # imported by a plugin before this hook: its config already read the environment
     import jax  # pylint: disable=g-import-not-at-top
+
     jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
@@ -68,6 +70,7 @@ def shared_once(tmp_path_factory, name: str, build) -> Path:
 def _train_tiny(workdir: Path) -> None:
   from bdirnet_jax import train  # pylint: disable=g-import-not-at-top
   from tests import fakes  # pylint: disable=g-import-not-at-top
+
   config = fakes.trained_workdir_config()
   train.train_and_evaluate(config, workdir, fakes.PairIterator(config.batch_size, config.dataset.crop_size))
 
@@ -85,4 +88,5 @@ def trained_workdir(tmp_path_factory):
 def synthetic_blur_data_dir(tmp_path_factory):
   """A TFDS data_dir holding synthetic_blur/mixed, built once per run."""
   from tests import fakes  # pylint: disable=g-import-not-at-top
+
   return shared_once(tmp_path_factory, "tfds_data", fakes.build_synthetic_blur)

@@ -1,8 +1,9 @@
 """Small deterministic data for tests: Gaussian-blurred crops of photos shipped with scikit-image."""
+
 import os
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import scipy.ndimage
@@ -38,8 +39,8 @@ class PairIterator:
       b, s = self.pairs[rng.integers(len(self.pairs))]
       y = rng.integers(0, b.shape[0] - self.crop + 1)
       x = rng.integers(0, b.shape[1] - self.crop + 1)
-      blurry.append(b[y:y + self.crop, x:x + self.crop])
-      sharp.append(s[y:y + self.crop, x:x + self.crop])
+      blurry.append(b[y : y + self.crop, x : x + self.crop])
+      sharp.append(s[y : y + self.crop, x : x + self.crop])
     return {"blurry": np.stack(blurry), "sharp": np.stack(sharp)}
 
   def get_state(self):
@@ -84,18 +85,29 @@ def subprocess_env(num_devices, compile_cache_dir=None):
   flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
   env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={num_devices}"])
   if compile_cache_dir:
-    env.update(JAX_COMPILATION_CACHE_DIR=str(compile_cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    env.update(
+      JAX_COMPILATION_CACHE_DIR=str(compile_cache_dir),
+      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+    )
   return env
 
 
 def build_synthetic_blur(data_dir):
   """Builds synthetic_blur/mixed into the TFDS data_dir `data_dir` (~10 s); conftest's synthetic_blur_data_dir
   fixture runs it once per test run."""
-  code = ("import sys; from configs import tiny; from bdirnet_jax import input_pipeline; c = tiny.get_config(); "
-          "c.dataset.data_dir = sys.argv[1]; input_pipeline.open_source(c.dataset)")
-  subprocess.run([sys.executable, "-c", code, str(data_dir)], cwd=REPO, env=subprocess_env(1), check=True,
-                 capture_output=True, timeout=600)
+  code = (
+    "import sys; from configs import tiny; from bdirnet_jax import input_pipeline; c = tiny.get_config(); "
+    "c.dataset.data_dir = sys.argv[1]; input_pipeline.open_source(c.dataset)"
+  )
+  subprocess.run(
+    [sys.executable, "-c", code, str(data_dir)],
+    cwd=REPO,
+    env=subprocess_env(1),
+    check=True,
+    capture_output=True,
+    timeout=600,
+  )
 
 
 # Runs of main.py's own input pipeline (blur made on the device) on 4 devices, in test_reliability.py and
@@ -111,6 +123,7 @@ def trained_workdir_config():
   they load its train step from the run's compilation cache instead of compiling their own.
   """
   from configs import tiny  # pylint: disable=g-import-not-at-top
+
   config = tiny.get_config()
   config.num_train_steps = 4
   config.checkpoint_every_steps = 4
@@ -121,11 +134,13 @@ def trained_workdir_config():
 # ----------------------------------------------------------------------------------------------------------------
 # Stand-ins for the predict/tiling tests.
 
+
 def space_to_depth_net(seed=1, squash=False):
   """A local network with a stride of 2 (pixel-unshuffle, 3x3 conv, pixel-shuffle), receptive radius 3 pixels:
   only equivariant to even shifts, so tiling is exact only when tiles are aligned. `squash`: sigmoid output in
   (0, 1), for paths that write images."""
   import jax  # pylint: disable=g-import-not-at-top
+
   kernel = jax.random.normal(jax.random.key(seed), (3, 3, 12, 12)) * 0.3
 
   @jax.jit

@@ -1,4 +1,5 @@
 """Every benchmark script runs end to end for a couple of steps, so none can rot (numbers: BENCHMARKS.md)."""
+
 import json
 
 import pytest
@@ -22,6 +23,7 @@ def test_run_all_quick_runs_every_benchmark_without_tensorflow(tmp_path):
   out, md = tmp_path / "bench.json", tmp_path / "bench.md"
   blocked = _blocked_modules(tmp_path / "blocked")
   import os  # pylint: disable=g-import-not-at-top
+
   pythonpath = os.pathsep.join(p for p in (blocked, os.environ.get("PYTHONPATH")) if p)
   rows = run_all.run(quick=True, out=str(out), md=str(md), timeout=600, env={"PYTHONPATH": pythonpath})
   doc = json.loads(out.read_text())
@@ -38,7 +40,10 @@ def test_run_all_quick_runs_every_benchmark_without_tensorflow(tmp_path):
 
   inference = [r for r in rows if r["bench"] == "inference" and "ms_per_image" in r]
   assert {(r["model"], r["dtype"]) for r in inference} == {
-      (run_all.BDIRNET, "float32"), (run_all.BDIRNET, "bfloat16"), (run_all.UNET, "float32")}
+    (run_all.BDIRNET, "float32"),
+    (run_all.BDIRNET, "bfloat16"),
+    (run_all.UNET, "float32"),
+  }
   assert {r["size"] for r in inference} >= {"64x64", "96x80@64"}
   assert all(r["ms_per_image"] > 0 and r["images_per_s"] > 0 for r in inference)
   assert any("compilations" in r for r in rows if r["bench"] == "inference")
@@ -61,13 +66,37 @@ def test_summary_and_markdown_of_a_full_run_cover_every_issue_row():
   rows = []
   for i, model in enumerate((run_all.BDIRNET, run_all.UNET)):
     for dtype in ("bfloat16", "float32"):
-      rows.append(dict(bench="train", model=model, dtype=dtype, images_per_s=300.0 + i, tflops_per_s=50.0,
-                       compile_s=40.0, peak_bytes=3.8e10, flops_per_step=5.6e12, batch=32, device_kind="H100",
-                       jax_version="0.11.2", command="x"))
+      rows.append(
+        dict(
+          bench="train",
+          model=model,
+          dtype=dtype,
+          images_per_s=300.0 + i,
+          tflops_per_s=50.0,
+          compile_s=40.0,
+          peak_bytes=3.8e10,
+          flops_per_step=5.6e12,
+          batch=32,
+          device_kind="H100",
+          jax_version="0.11.2",
+          command="x",
+        )
+      )
       for size in ("256x256", "720x1280"):
         for batch in (1, 8):
-          rows.append(dict(bench="inference", model=model, dtype=dtype, size=size, batch=batch, ms_per_image=9.0,
-                           device_ms_per_image=6.0, device_kind="H100", command="y"))
+          rows.append(
+            dict(
+              bench="inference",
+              model=model,
+              dtype=dtype,
+              size=size,
+              batch=batch,
+              ms_per_image=9.0,
+              device_ms_per_image=6.0,
+              device_kind="H100",
+              command="y",
+            )
+          )
   rows.append(dict(bench="input_pipeline", workers=8, on_the_fly_blur=True, crops_per_s=1500.0, command="z"))
   names = [s["measurement"] for s in run_all.summary(rows)]
   for dtype in ("bfloat16", "float32"):

@@ -20,8 +20,10 @@ def _rand_image(seed=0, shape=(24, 29, 3)):
 def _direct_convolve(image, kernel):
   """Per-channel reference convolution with half-sample symmetric boundaries."""
   return np.stack(
-    [ndi.convolve(image[..., c].astype(np.float64), kernel.astype(np.float64), mode="reflect")
-     for c in range(image.shape[-1])],
+    [
+      ndi.convolve(image[..., c].astype(np.float64), kernel.astype(np.float64), mode="reflect")
+      for c in range(image.shape[-1])
+    ],
     axis=-1,
   )
 
@@ -131,13 +133,13 @@ def test_trajectory_kernel_exposure_and_determinism():
 def test_trajectory_exposures_switch_keeps_the_default_draws_and_restricts_the_choice():
   for seed in range(6):  # None and the explicit default draw the same kernels: committed test sets stay valid
     np.testing.assert_array_equal(
-        blur.sample_kernel(np.random.default_rng(seed), "trajectory", 15),
-        blur.sample_kernel(np.random.default_rng(seed), "trajectory", 15,
-                           trajectory_exposures=blur.TRAJECTORY_EXPOSURES))
-  point = [blur.sample_kernel(np.random.default_rng(s), "trajectory", 15, trajectory_exposures=[1e-3])
-           for s in range(8)]
-  full = [blur.sample_kernel(np.random.default_rng(s), "trajectory", 15, trajectory_exposures=(1.0,))
-          for s in range(8)]
+      blur.sample_kernel(np.random.default_rng(seed), "trajectory", 15),
+      blur.sample_kernel(np.random.default_rng(seed), "trajectory", 15, trajectory_exposures=blur.TRAJECTORY_EXPOSURES),
+    )
+  point = [
+    blur.sample_kernel(np.random.default_rng(s), "trajectory", 15, trajectory_exposures=[1e-3]) for s in range(8)
+  ]
+  full = [blur.sample_kernel(np.random.default_rng(s), "trajectory", 15, trajectory_exposures=(1.0,)) for s in range(8)]
   assert max(map(blur.rms_radius, point)) < 0.1 < min(map(blur.rms_radius, full))
   assert np.mean([blur.rms_radius(k) for k in full]) > 4 * np.mean([blur.rms_radius(k) for k in point])
   assert blur.rms_radius(np.pad(np.ones((1, 1)), 7)) == 0.0

@@ -5,16 +5,20 @@
 earlier concatenation ([b0, b1, ..., s0, s1, ...]) made XLA re-shard: 72 collective-permutes and 3 all-to-alls in
 the tiny step on 4 fake devices (BENCHMARKS.md, "Two views per device").
 """
+
 import jax
 import numpy as np
 
 from bdirnet_jax import losses
-from bdirnet_jax.models.bdirnet import deinterleave, interleave, split_views
+from bdirnet_jax.models.bdirnet import deinterleave
+from bdirnet_jax.models.bdirnet import interleave
+from bdirnet_jax.models.bdirnet import split_views
 from benchmarks import train_step as bench
 
 
 def test_two_view_tiny_step_has_no_permute_or_all_to_all():
   from configs import tiny  # pylint: disable=g-import-not-at-top
+
   assert jax.device_count() == 4  # tests/conftest.py
   assert losses.needs_sharp_view(tiny.get_config().loss)  # the two-view path is the one compiled
   out = bench.main(["--config=configs/tiny.py", "--collectives"])
@@ -54,5 +58,10 @@ def test_count_collectives_reads_opcodes_not_names():
   %a2a = f32[8] all-to-all(f32[8] %w), dimensions={0}
   %fusion = f32[] fusion(%all-reduce.3), kind=kLoop, calls=%fused_all-gather_computation
   """
-  assert bench.count_collectives(hlo) == {"all-reduce": 2, "all-gather": 1, "collective-permute": 2,
-                                          "all-to-all": 1, "reduce-scatter": 0}
+  assert bench.count_collectives(hlo) == {
+    "all-reduce": 2,
+    "all-gather": 1,
+    "collective-permute": 2,
+    "all-to-all": 1,
+    "reduce-scatter": 0,
+  }

@@ -1,4 +1,5 @@
 """Bad configs fail before anything is compiled, with one readable line naming the key."""
+
 import importlib
 import json
 import os
@@ -34,56 +35,56 @@ def _tiny_with(path, value):
 
 # (key to set, bad value, what the one-line message must contain)
 BAD_VALUES = [
-    ("batch_size", "8", "config.batch_size must be an integer"),
-    ("batch_size", 8.0, "config.batch_size must be an integer"),
-    ("batch_size", True, "config.batch_size must be an integer"),
-    ("batch_size", 1, "config.batch_size must be >= 2 for the InfoNCE loss"),
-    ("num_train_steps", -5, "config.num_train_steps must be >= 1"),
-    ("num_train_steps", 0, "config.num_train_steps must be >= 1"),
-    ("checkpoint_every_steps", 0, "config.checkpoint_every_steps"),
-    ("log_every_steps", -1, "config.log_every_steps"),
-    ("seed", None, "config.seed must be an integer"),
-    ("keep_checkpoints", 0, "config.keep_checkpoints"),
-    ("profile_steps", -1, "config.profile_steps"),
-    ("async_checkpointing", "yes", "config.async_checkpointing must be True or False"),
-    ("compute_dtype", "float33", "config.compute_dtype must be one of"),
-    ("compute_dtype", "fp16", "config.compute_dtype"),
-    ("nan_policy", "ignore", "config.nan_policy"),
-    ("mesh_shape", (-1, -1), "config.mesh_shape"),
-    ("mesh_shape", (4,), "config.mesh_shape"),
-    ("mesh_shape", (0, 1), "config.mesh_shape"),
-    ("model.preset", "huge", "config.model.preset must be one of"),
-    ("model.bogus", 1, "config.model.bogus is not a BDIRNet field"),
-    ("model.width", -8, "config.model.width"),
-    ("model.width", 8.5, "config.model.width must be an integer"),
-    ("model.enc_blocks", (1,), "config.model.enc_blocks and config.model.dec_blocks must have the same length"),
-    ("model.enc_blocks", (1, -1), "config.model.enc_blocks"),
-    ("model.said", "batch", "config.model.said"),
-    ("model.embed_pool", "max", "config.model.embed_pool"),
-    ("model.sair", "yes", "config.model.sair"),
-    ("loss.reconstruction", "l3", "config.loss.reconstruction"),
-    ("loss.latent_distance", "kl", "config.loss.latent_distance"),
-    ("loss.rec_weight", -1.0, "config.loss.rec_weight"),
-    ("loss.fft_weight", "0.1", "config.loss.fft_weight must be a number"),
-    ("loss.infonce_temperature", 0.0, "config.loss.infonce_temperature"),
-    ("loss.charbonnier_eps", -1e-3, "config.loss.charbonnier_eps"),
-    ("optim.learning_rate", 0.0, "config.optim.learning_rate"),
-    ("optim.learning_rate", "1e-3", "config.optim.learning_rate must be a number"),
-    ("optim.ema_decay", 1.0, "config.optim.ema_decay"),
-    ("optim.b2", 1.5, "config.optim.b2"),
-    ("optim.warmup_steps", -1, "config.optim.warmup_steps"),
-    ("optim.grad_clip_norm", -1.0, "config.optim.grad_clip_norm"),
-    ("optim.min_lr_ratio", 2.0, "config.optim.min_lr_ratio"),
-    ("dataset.name", "", "config.dataset.name"),
-    ("dataset.crop_size", 30, "config.dataset.crop_size must be a positive multiple of the model's downsampling"),
-    ("dataset.crop_size", 0, "config.dataset.crop_size"),
-    ("dataset.crop_size", "32", "config.dataset.crop_size"),
-    ("dataset.small_image_policy", "crop", "config.dataset.small_image_policy"),
-    ("dataset.augment", "yes", "config.dataset.augment"),
-    ("dataset.noise_sigma", -0.1, "config.dataset.noise_sigma"),
-    ("dataset.num_workers", -1, "config.dataset.num_workers"),
-    ("dataset.prefetch", 1.5, "config.dataset.prefetch"),
-    ("dataset.data_dir", 3, "config.dataset.data_dir"),
+  ("batch_size", "8", "config.batch_size must be an integer"),
+  ("batch_size", 8.0, "config.batch_size must be an integer"),
+  ("batch_size", True, "config.batch_size must be an integer"),
+  ("batch_size", 1, "config.batch_size must be >= 2 for the InfoNCE loss"),
+  ("num_train_steps", -5, "config.num_train_steps must be >= 1"),
+  ("num_train_steps", 0, "config.num_train_steps must be >= 1"),
+  ("checkpoint_every_steps", 0, "config.checkpoint_every_steps"),
+  ("log_every_steps", -1, "config.log_every_steps"),
+  ("seed", None, "config.seed must be an integer"),
+  ("keep_checkpoints", 0, "config.keep_checkpoints"),
+  ("profile_steps", -1, "config.profile_steps"),
+  ("async_checkpointing", "yes", "config.async_checkpointing must be True or False"),
+  ("compute_dtype", "float33", "config.compute_dtype must be one of"),
+  ("compute_dtype", "fp16", "config.compute_dtype"),
+  ("nan_policy", "ignore", "config.nan_policy"),
+  ("mesh_shape", (-1, -1), "config.mesh_shape"),
+  ("mesh_shape", (4,), "config.mesh_shape"),
+  ("mesh_shape", (0, 1), "config.mesh_shape"),
+  ("model.preset", "huge", "config.model.preset must be one of"),
+  ("model.bogus", 1, "config.model.bogus is not a BDIRNet field"),
+  ("model.width", -8, "config.model.width"),
+  ("model.width", 8.5, "config.model.width must be an integer"),
+  ("model.enc_blocks", (1,), "config.model.enc_blocks and config.model.dec_blocks must have the same length"),
+  ("model.enc_blocks", (1, -1), "config.model.enc_blocks"),
+  ("model.said", "batch", "config.model.said"),
+  ("model.embed_pool", "max", "config.model.embed_pool"),
+  ("model.sair", "yes", "config.model.sair"),
+  ("loss.reconstruction", "l3", "config.loss.reconstruction"),
+  ("loss.latent_distance", "kl", "config.loss.latent_distance"),
+  ("loss.rec_weight", -1.0, "config.loss.rec_weight"),
+  ("loss.fft_weight", "0.1", "config.loss.fft_weight must be a number"),
+  ("loss.infonce_temperature", 0.0, "config.loss.infonce_temperature"),
+  ("loss.charbonnier_eps", -1e-3, "config.loss.charbonnier_eps"),
+  ("optim.learning_rate", 0.0, "config.optim.learning_rate"),
+  ("optim.learning_rate", "1e-3", "config.optim.learning_rate must be a number"),
+  ("optim.ema_decay", 1.0, "config.optim.ema_decay"),
+  ("optim.b2", 1.5, "config.optim.b2"),
+  ("optim.warmup_steps", -1, "config.optim.warmup_steps"),
+  ("optim.grad_clip_norm", -1.0, "config.optim.grad_clip_norm"),
+  ("optim.min_lr_ratio", 2.0, "config.optim.min_lr_ratio"),
+  ("dataset.name", "", "config.dataset.name"),
+  ("dataset.crop_size", 30, "config.dataset.crop_size must be a positive multiple of the model's downsampling"),
+  ("dataset.crop_size", 0, "config.dataset.crop_size"),
+  ("dataset.crop_size", "32", "config.dataset.crop_size"),
+  ("dataset.small_image_policy", "crop", "config.dataset.small_image_policy"),
+  ("dataset.augment", "yes", "config.dataset.augment"),
+  ("dataset.noise_sigma", -0.1, "config.dataset.noise_sigma"),
+  ("dataset.num_workers", -1, "config.dataset.num_workers"),
+  ("dataset.prefetch", 1.5, "config.dataset.prefetch"),
+  ("dataset.data_dir", 3, "config.dataset.data_dir"),
 ]
 
 
@@ -143,13 +144,16 @@ def no_compilation(monkeypatch):
   monkeypatch.setattr(train, "jit_train_step", _fail)
 
 
-@pytest.mark.parametrize("key,value,message", [
+@pytest.mark.parametrize(
+  "key,value,message",
+  [
     ("batch_size", 6, "config.batch_size=6 is not divisible by the 4 devices"),
     ("batch_size", 2, "config.batch_size=2 is not divisible by the 4 devices"),
     ("mesh_shape", (3, 1), "config.mesh_shape (3, 1) does not fit 4 devices"),
     ("mesh_shape", (2, 3), "config.mesh_shape (2, 3) does not fit 4 devices"),
     ("num_train_steps", -1, "config.num_train_steps must be >= 1"),
-])
+  ],
+)
 def test_train_fails_before_compilation(tmp_path, no_compilation, key, value, message):
   assert jax.device_count() == 4
   config = tiny.get_config()
@@ -173,8 +177,9 @@ def test_crop_larger_than_images_is_rejected_before_compilation(tmp_path, no_com
 
 def _main(*args, timeout=120):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, "main.py", *args], cwd=REPO, env=env, capture_output=True, text=True,
-                        timeout=timeout, check=False)
+  return subprocess.run(
+    [sys.executable, "main.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False
+  )
 
 
 def test_cli_unknown_config_field_fails_naming_it(tmp_path):
@@ -183,8 +188,9 @@ def test_cli_unknown_config_field_fails_naming_it(tmp_path):
   assert "'bogus'" in result.stderr and "--config.bogus" in result.stderr and "Traceback" not in result.stderr
   result = _main("--config=configs/tiny.py", "--config.model.widht=8", f"--workdir={tmp_path}")
   assert result.returncode != 0
-  assert result.stderr.strip().splitlines()[-1] == ("error: --config.model.widht: the config has no field 'widht'; "
-                                                     "did you mean 'width'?")
+  assert result.stderr.strip().splitlines()[-1] == (
+    "error: --config.model.widht: the config has no field 'widht'; did you mean 'width'?"
+  )
   assert not any(tmp_path.iterdir())  # failed while parsing flags: nothing written
 
 

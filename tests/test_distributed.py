@@ -1,4 +1,5 @@
 """Two processes (2 CPU devices each, gloo collectives) train like one process with 4 devices."""
+
 import json
 import os
 import re
@@ -47,8 +48,12 @@ class _Concat:
 
 
 # The schedule horizon is test_reliability.py's: the in-process 4-device reference loads its compiled step.
-OVERRIDES = {"checkpoint_every_steps": 2, "log_every_steps": 2, "keep_checkpoints": 10,
-             "optim.schedule_steps": fakes.ON_THE_FLY_SCHEDULE_STEPS}
+OVERRIDES = {
+  "checkpoint_every_steps": 2,
+  "log_every_steps": 2,
+  "keep_checkpoints": 10,
+  "optim.schedule_steps": fakes.ON_THE_FLY_SCHEDULE_STEPS,
+}
 
 
 def _config(data_dir, steps):
@@ -76,19 +81,35 @@ def _spawn_two(workdir, data_dir, logs, flags):
   procs = []
   for i, path in enumerate(logs):
     with open(path, "w") as log:
-      procs.append(subprocess.Popen(
-          [sys.executable, "main.py", "--mode=train", "--config=configs/tiny.py", f"--workdir={workdir}",
-           f"--config.dataset.data_dir={data_dir}", *flags,
-           f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"],
-          cwd=fakes.REPO, env=fakes.subprocess_env(2), stdout=log, stderr=subprocess.STDOUT))
+      procs.append(
+        subprocess.Popen(
+          [
+            sys.executable,
+            "main.py",
+            "--mode=train",
+            "--config=configs/tiny.py",
+            f"--workdir={workdir}",
+            f"--config.dataset.data_dir={data_dir}",
+            *flags,
+            f"--coordinator_address=localhost:{port}",
+            "--num_processes=2",
+            f"--process_id={i}",
+          ],
+          cwd=fakes.REPO,
+          env=fakes.subprocess_env(2),
+          stdout=log,
+          stderr=subprocess.STDOUT,
+        )
+      )
   return procs
 
 
 def _two_processes(workdir, data_dir, steps, logdir):
   """Runs main.py as processes 0 and 1 of 2 (2 fake CPU devices each); returns their pids."""
   logs = [logdir / f"steps{steps}_process{i}.log" for i in range(2)]
-  procs = _spawn_two(workdir, data_dir, logs, [f"--config.num_train_steps={steps}",
-                                               *[f"--config.{k}={v}" for k, v in OVERRIDES.items()]])
+  procs = _spawn_two(
+    workdir, data_dir, logs, [f"--config.num_train_steps={steps}", *[f"--config.{k}={v}" for k, v in OVERRIDES.items()]]
+  )
   try:
     for proc, log in zip(procs, logs):
       assert proc.wait(540) == 0, log.read_text()[-4000:]
@@ -112,7 +133,9 @@ def _restore_state(workdir, step, config, devices):
 def _data_states(workdir, step):
   folder = epath.Path(workdir) / "checkpoints" / str(step) / "data"
   assert sorted(p.name for p in folder.iterdir() if p.name.endswith(".json")) == [
-      "process_0-of-2.json", "process_1-of-2.json"]
+    "process_0-of-2.json",
+    "process_1-of-2.json",
+  ]
   return [json.loads((folder / f"process_{i}-of-2.json").read_text()) for i in range(2)]
 
 
@@ -190,8 +213,12 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_saved_step(synth
   data_dir = synthetic_blur_data_dir
   workdir = tmp_path / "preempted"
   logs = [tmp_path / f"process{i}.log" for i in range(2)]
-  procs = _spawn_two(workdir, data_dir, logs, ["--config.num_train_steps=1000",
-                                               "--config.checkpoint_every_steps=1000", "--config.log_every_steps=1"])
+  procs = _spawn_two(
+    workdir,
+    data_dir,
+    logs,
+    ["--config.num_train_steps=1000", "--config.checkpoint_every_steps=1000", "--config.log_every_steps=1"],
+  )
   try:
     deadline = time.time() + 480
     while not re.search(r"\] \[3\] .*loss=", logs[0].read_text()):  # only process 0 logs the metrics

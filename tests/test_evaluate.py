@@ -1,5 +1,6 @@
 """--mode=evaluate: full-resolution scores equal to independent references (MATLAB 3-D SSIM port, scikit-image),
 the blurred input scored beside the output, JSON/report/grid files, sharding invariance, the protocol table."""
+
 import json
 import shutil
 import subprocess
@@ -13,13 +14,15 @@ import pytest
 import scipy.ndimage
 import skimage.data
 from PIL import Image
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from skimage.metrics import peak_signal_noise_ratio
+from skimage.metrics import structural_similarity
 
 from bdirnet_jax import config_validation
 from bdirnet_jax import evaluate
 from bdirnet_jax import inference
 from bdirnet_jax import sharding as sharding_lib
-from configs import default, tiny
+from configs import default
+from configs import tiny
 from tests.test_metrics import matlab_ssim_3d
 
 TEST_SIZES = ((37, 53), (37, 53), (50, 45))  # two of one size (batched together), none a multiple of 4
@@ -28,7 +31,7 @@ TEST_SIZES = ((37, 53), (37, 53), (50, 45))  # two of one size (batched together
 def _write_gopro_layout(root, sizes, split, sequence):
   photo = skimage.data.astronaut()
   for i, (h, w) in enumerate(sizes):
-    sharp = photo[40 * i: 40 * i + h, 60 * i: 60 * i + w]
+    sharp = photo[40 * i : 40 * i + h, 60 * i : 60 * i + w]
     blurry = np.round(scipy.ndimage.gaussian_filter(sharp.astype(float), (1.5, 1.5, 0))).astype(np.uint8)
     for folder, img in (("sharp", sharp), ("blur", blurry), ("blur_gamma", blurry)):
       path = root / "GOPRO_Large" / split / sequence / folder / f"{i + 1:06d}.png"
@@ -41,7 +44,9 @@ def gopro_dummy(tmp_path_factory):
   """A GoPro-layout dataset of odd-sized crops of a shipped photo, prepared as ArrayRecord by our builder."""
   pytest.importorskip("tensorflow", reason="building a TFDS dataset needs tensorflow (CI installs it)")
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   import tfds_builders  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+
   manual = tmp_path_factory.mktemp("manual")
   _write_gopro_layout(manual, TEST_SIZES, "test", "GOPR0384_11_00")
   _write_gopro_layout(manual, ((32, 32),), "train", "GOPR0372_07_00")
@@ -53,8 +58,7 @@ def gopro_dummy(tmp_path_factory):
 
 def _eval_config(data_dir, **overrides):
   config = tiny.get_config()
-  config.eval_datasets = [default.dataset_config("gopro", None, "test", crop_size=0, data_dir=data_dir,
-                                                 **overrides)]
+  config.eval_datasets = [default.dataset_config("gopro", None, "test", crop_size=0, data_dir=data_dir, **overrides)]
   return config
 
 
@@ -69,8 +73,18 @@ def test_evaluate_writes_json_report_and_grid_with_reference_scores(trained_work
   results = evaluate.evaluate(workdir, _eval_config(gopro_dummy))
   summary = json.loads((workdir / "eval" / "gopro_test.json").read_text())
   assert set(results) == {"gopro_test"}
-  for key in ("psnr", "ssim", "input_psnr", "input_ssim", "num_images", "protocol", "protocol_definition",
-              "protocol_source", "step", "per_image"):
+  for key in (
+    "psnr",
+    "ssim",
+    "input_psnr",
+    "input_ssim",
+    "num_images",
+    "protocol",
+    "protocol_definition",
+    "protocol_source",
+    "step",
+    "per_image",
+  ):
     assert key in summary, key
   assert summary["num_images"] == len(TEST_SIZES) and summary["step"] == 4 and summary["params"] == "ema"
   assert summary["protocol"] == "gopro_matlab" and "ssim_3d" in summary["protocol_definition"]
@@ -81,6 +95,7 @@ def test_evaluate_writes_json_report_and_grid_with_reference_scores(trained_work
   # and the float64 MATLAB 3-D SSIM port; the blurred input scored the same way.
   restored = inference.load(workdir)
   from bdirnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+
   examples = list(input_pipeline.create_eval_iterator(_eval_config(gopro_dummy).eval_datasets[0]))
   assert sorted(e["blurry"].shape[:2] for e in examples) == sorted(TEST_SIZES)
   by_id = {r["image_id"]: r for r in summary["per_image"]}
@@ -93,12 +108,12 @@ def test_evaluate_writes_json_report_and_grid_with_reference_scores(trained_work
     r = by_id[e["image_id"]]
     np.testing.assert_allclose(r["psnr"], peak_signal_noise_ratio(e["sharp"], out, data_range=255), atol=1e-3)
     np.testing.assert_allclose(r["ssim"], matlab_ssim_3d(out, e["sharp"]), atol=1e-4)
-    np.testing.assert_allclose(r["input_psnr"], peak_signal_noise_ratio(e["sharp"], e["blurry"], data_range=255),
-                               atol=1e-3)
+    np.testing.assert_allclose(
+      r["input_psnr"], peak_signal_noise_ratio(e["sharp"], e["blurry"], data_range=255), atol=1e-3
+    )
     np.testing.assert_allclose(r["input_ssim"], matlab_ssim_3d(e["blurry"], e["sharp"]), atol=1e-4)
   np.testing.assert_allclose(summary["psnr"], np.mean([r["psnr"] for r in summary["per_image"]]), rtol=1e-6)
-  np.testing.assert_allclose(summary["input_ssim"], np.mean([r["input_ssim"] for r in summary["per_image"]]),
-                             rtol=1e-6)
+  np.testing.assert_allclose(summary["input_ssim"], np.mean([r["input_ssim"] for r in summary["per_image"]]), rtol=1e-6)
 
   report = (workdir / "eval" / "report.md").read_text()
   assert "| gopro |" in report and f"{summary['psnr']:.2f}" in report and f"{summary['input_psnr']:.2f}" in report
@@ -115,12 +130,23 @@ def test_scikit_image_protocol_stays_available(trained_workdir, gopro_dummy):
   summary, _ = evaluate.evaluate_dataset(restored, ds_cfg, sharding_lib.create_mesh((-1, 1)), max_images=1)
   assert summary["protocol"] == "rgb_uint8_gauss11"
   from bdirnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+
   e = next(iter(input_pipeline.create_eval_iterator(ds_cfg)))
   r = summary["per_image"][0]
   assert r["image_id"] == e["image_id"]
-  np.testing.assert_allclose(r["input_ssim"], structural_similarity(
-      e["sharp"], e["blurry"], gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255,
-      channel_axis=-1), atol=1e-4)
+  np.testing.assert_allclose(
+    r["input_ssim"],
+    structural_similarity(
+      e["sharp"],
+      e["blurry"],
+      gaussian_weights=True,
+      sigma=1.5,
+      use_sample_covariance=False,
+      data_range=255,
+      channel_axis=-1,
+    ),
+    atol=1e-4,
+  )
 
 
 def test_protocol_table():
@@ -140,11 +166,16 @@ def test_mode_evaluate_on_gopro_tree_reports_gopro_matlab(trained_workdir, gopro
   workdir = _copy(trained_workdir, tmp_path)
   config_file = tmp_path / "eval_gopro.py"
   config_file.write_text(
-      "from configs import default, tiny\n\n\ndef get_config():\n  config = tiny.get_config()\n"
-      f"  config.eval_datasets = [default.dataset_config('gopro', None, 'test', crop_size=0, "
-      f"data_dir={gopro_dummy!r})]\n  config.eval_num_grid_images = 0\n  return config\n")
-  proc = subprocess.run([sys.executable, "main.py", "--mode=evaluate", f"--workdir={workdir}",
-                         f"--config={config_file}"], capture_output=True, text=True, timeout=300)
+    "from configs import default, tiny\n\n\ndef get_config():\n  config = tiny.get_config()\n"
+    f"  config.eval_datasets = [default.dataset_config('gopro', None, 'test', crop_size=0, "
+    f"data_dir={gopro_dummy!r})]\n  config.eval_num_grid_images = 0\n  return config\n"
+  )
+  proc = subprocess.run(
+    [sys.executable, "main.py", "--mode=evaluate", f"--workdir={workdir}", f"--config={config_file}"],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   summary = json.loads((workdir / "eval" / "gopro_test.json").read_text())
   assert summary["protocol"] == "gopro_matlab" and summary["num_images"] == len(TEST_SIZES)
@@ -188,8 +219,12 @@ def test_unknown_dataset_and_duplicate_labels_fail_with_one_line(trained_workdir
 
 
 def test_missing_checkpoint_is_one_line_from_main(tmp_path):
-  proc = subprocess.run([sys.executable, "main.py", "--mode=evaluate", f"--workdir={tmp_path / 'nothing'}"],
-                        capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [sys.executable, "main.py", "--mode=evaluate", f"--workdir={tmp_path / 'nothing'}"],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode != 0
   last = proc.stderr.strip().splitlines()[-1]
   assert "config.json not found" in last and "--mode=train" in last, proc.stderr[-2000:]
@@ -200,9 +235,11 @@ def test_kohler_is_scored_against_every_frame(trained_workdir, tmp_path):
   """The builder's Köhler dummy tree, evaluated under the official protocol: best frame, gain and shift per image."""
   pytest.importorskip("tensorflow", reason="building a TFDS dataset needs tensorflow (CI installs it)")
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   import tfds_builders  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   from bdirnet_jax import kohler_protocol  # pylint: disable=g-import-not-at-top
   from tests.test_kohler_protocol import eval_image_port  # pylint: disable=g-import-not-at-top
+
   manual = Path(__file__).resolve().parents[1] / "tfds_builders" / "kohler" / "dummy_data"
   builder = tfds.builder("kohler", data_dir=str(tmp_path / "tfds"), file_format="array_record")
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))

@@ -1,4 +1,5 @@
 """--mode=export: the serialized artifact reloads and matches the live inference function on several shapes."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -69,19 +70,22 @@ def _smooth_images(n, h, w, seed):
   for _ in range(n):
     f = rng.uniform(1, 4, (3, 2))
     ph = rng.uniform(0, 2 * np.pi, (3,))
-    out.append(np.stack([0.5 + 0.5 * np.sin(2 * np.pi * (f[c, 0] * yy + f[c, 1] * xx) + ph[c]) for c in range(3)],
-                        axis=-1))
+    out.append(
+      np.stack([0.5 + 0.5 * np.sin(2 * np.pi * (f[c, 0] * yy + f[c, 1] * xx) + ph[c]) for c in range(3)], axis=-1)
+    )
   return np.clip(np.stack(out) + rng.normal(0, 0.02, (n, h, w, 3)), 0, 1).astype(np.float32)
 
 
 def test_bf16_deblur_adds_the_float32_input():
   """A fresh network (zero-initialised ending conv) returns its input: in bf16 too, to the float32 bit."""
   import ml_collections  # pylint: disable=g-import-not-at-top
+
   from bdirnet_jax.models import create_model  # pylint: disable=g-import-not-at-top
+
   model = create_model(ml_collections.ConfigDict({"preset": "tiny"}), "bfloat16")
   params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), method=model.deblur)["params"]
   images = _smooth_images(2, 16, 24, 3)
-  images[0, 0, 0] = (40000 / 65535, 233 / 255, 1.0 - 2 ** -12)  # a 16-bit level, a uint8 level, near white
+  images[0, 0, 0] = (40000 / 65535, 233 / 255, 1.0 - 2**-12)  # a 16-bit level, a uint8 level, near white
   out = np.asarray(jax.jit(inference.deblur_fn(model))(params, images))
   np.testing.assert_array_equal(out, images)
   np.testing.assert_array_equal(np.asarray(jax.jit(export.padded_deblur_fn(model, params))(images)), images)

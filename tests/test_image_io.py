@@ -1,35 +1,38 @@
 """Image decoding at full depth (every format predict and the TFDS builders take), EXIF orientation and ICC
 profiles, layout conversions, and the folder walker, including hostile inputs."""
+
 import io
 import os
 from pathlib import Path
 
 import cv2
 import hypothesis
+import numpy as np
+import pytest
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageOps
-import pytest
 
 from bdirnet_jax import image_io
 from tests.fakes import fail_listing
 
-SETTINGS = hypothesis.settings(max_examples=25, deadline=None,
-                               suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture])
+SETTINGS = hypothesis.settings(
+  max_examples=25, deadline=None, suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture]
+)
 
 
 def _rgb_order(pixels):
   """OpenCV layout -> RGB(A) order, written out here independently of image_io."""
   if pixels.ndim == 2:
     return pixels
-  return pixels[..., [2, 1, 0, 3][:pixels.shape[-1]]]
+  return pixels[..., [2, 1, 0, 3][: pixels.shape[-1]]]
 
 
 def _arrays():
   shape = st.tuples(st.integers(1, 17), st.integers(1, 17)).flatmap(
-      lambda hw: st.sampled_from([hw, hw + (3,), hw + (4,)]))
+    lambda hw: st.sampled_from([hw, hw + (3,), hw + (4,)])
+  )
   return st.sampled_from([np.uint8, np.uint16]).flatmap(lambda dt: hnp.arrays(dt, shape))
 
 
@@ -41,7 +44,7 @@ def _write_with_other_library(path, rgb):
   elif rgb.ndim == 2:
     PILImage.fromarray(rgb).save(path)  # mode I;16
   else:
-    assert cv2.imwrite(str(path), rgb[..., [2, 1, 0, 3][:rgb.shape[-1]]])
+    assert cv2.imwrite(str(path), rgb[..., [2, 1, 0, 3][: rgb.shape[-1]]])
 
 
 @SETTINGS
@@ -103,8 +106,9 @@ def test_sixteen_bit_pgm_keeps_its_depth(tmp_path):
   np.testing.assert_array_equal(image_io.read_image(tmp_path / "x.pgm").pixels, gray)
 
 
-@pytest.mark.parametrize("fmt,options,tol", [("JPEG", dict(quality=100, subsampling=0), 4),
-                                             ("WEBP", dict(lossless=True), 0), ("PNG", {}, 0)])
+@pytest.mark.parametrize(
+  "fmt,options,tol", [("JPEG", dict(quality=100, subsampling=0), 4), ("WEBP", dict(lossless=True), 0), ("PNG", {}, 0)]
+)
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_exif_orientation_matches_pillow(fmt, options, tol, orientation):
   rgb = np.random.default_rng(orientation).integers(0, 256, (4, 6, 3), dtype=np.uint8)
@@ -124,6 +128,7 @@ def test_exif_orientation_matches_pillow(fmt, options, tol, orientation):
 
 def test_icc_profile_and_orientation_tag_are_written(tmp_path):
   from PIL import ImageCms  # pylint: disable=g-import-not-at-top
+
   icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
   for dtype in (np.uint8, np.uint16):  # Pillow cannot write 16-bit colour PNG metadata: OpenCV does it
     pixels = np.random.default_rng(0).integers(0, 256, (4, 6, 3)).astype(dtype)
@@ -134,8 +139,10 @@ def test_icc_profile_and_orientation_tag_are_written(tmp_path):
     assert PILImage.open(tmp_path / "x.png").getexif()[0x0112] == 8
 
 
-@pytest.mark.parametrize("exif", [b"", b"Exif\x00\x00", b"II*\x00\xff\xff\xff\x00", b"MM\x00*\x00\x00\x00\x08\x00\x05",
-                                  b"garbage that is not TIFF"])
+@pytest.mark.parametrize(
+  "exif",
+  [b"", b"Exif\x00\x00", b"II*\x00\xff\xff\xff\x00", b"MM\x00*\x00\x00\x00\x08\x00\x05", b"garbage that is not TIFF"],
+)
 def test_broken_exif_means_no_orientation(exif):
   assert image_io._exif_orientation(exif) == 1  # pylint: disable=protected-access
 
@@ -151,19 +158,23 @@ def test_notes_describe_gray_rgba_and_16_bit(tmp_path):
 # ------------------------------------------------------------------------------------------------------------------
 # Hostile files: each is reported with its name and what was expected.
 
+
 def _png_bytes(shape=(32, 32, 3)):
   f = io.BytesIO()
   PILImage.fromarray(np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)).save(f, "PNG")
   return f.getvalue()
 
 
-@pytest.mark.parametrize("name,content,message", [
+@pytest.mark.parametrize(
+  "name,content,message",
+  [
     ("truncated.png", _png_bytes()[:200], "corrupt or truncated PNG"),
     ("text.jpg", b"this is not an image\n", "not a PNG, JPEG, WebP, BMP, TIFF, PPM or PGM image"),
     ("truncated.webp", b"RIFF\x10\x00\x00\x00WEBPVP8L", "corrupt or truncated WebP"),
     ("empty.png", b"", "empty file"),
     ("garbage.tiff", b"II*\x00" + b"\x00" * 20, "corrupt or truncated TIFF"),
-])
+  ],
+)
 def test_hostile_files_raise_a_named_error(tmp_path, name, content, message):
   path = tmp_path / name
   path.write_bytes(content)
@@ -196,6 +207,7 @@ def test_one_pixel_and_gray_alpha_images(tmp_path):
 # ------------------------------------------------------------------------------------------------------------------
 # The folder walker.
 
+
 def _touch(root, *names):
   for name in names:
     p = root / name
@@ -204,8 +216,20 @@ def _touch(root, *names):
 
 
 def test_find_images_recursive_sorted_and_filtered(tmp_path):
-  _touch(tmp_path, "b.png", "a.JPG", "sub/c.tif", "sub/deeper/d.bmp", "notes.txt", "sub/e.jpeg", "out/f.png",
-         "g.webp", "h.ppm", "i.PGM", "j.gif")
+  _touch(
+    tmp_path,
+    "b.png",
+    "a.JPG",
+    "sub/c.tif",
+    "sub/deeper/d.bmp",
+    "notes.txt",
+    "sub/e.jpeg",
+    "out/f.png",
+    "g.webp",
+    "h.ppm",
+    "i.PGM",
+    "j.gif",
+  )
   files, errors = image_io.find_images(tmp_path, exclude=tmp_path / "out")
   rel = [str(f.relative_to(tmp_path)) for f in files]
   assert rel == ["a.JPG", "b.png", "g.webp", "h.ppm", "i.PGM", "sub/c.tif", "sub/deeper/d.bmp", "sub/e.jpeg"]

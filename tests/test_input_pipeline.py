@@ -12,7 +12,9 @@ import jax  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
+from jax.sharding import Mesh  # noqa: E402
+from jax.sharding import NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as P
 
 from bdirnet_jax import input_pipeline as ip  # noqa: E402
 
@@ -49,15 +51,28 @@ def make_source(n=12, shape=(40, 48), same=False, sharp_only=False, seed=0, ids_
 def constant_source(n):
   """Example i is filled with the value i, so any crop/augmentation still identifies it."""
   return ListSource(
-    [{"blurry": np.full((20, 20, 3), i, np.uint8), "sharp": np.full((20, 20, 3), i, np.uint8),
-      "image_id": f"c{i}"} for i in range(n)]
+    [
+      {"blurry": np.full((20, 20, 3), i, np.uint8), "sharp": np.full((20, 20, 3), i, np.uint8), "image_id": f"c{i}"}
+      for i in range(n)
+    ]
   )
 
 
 def make_config(**ds_overrides):
-  ds = dict(name="synthetic_blur", config=None, split="train", data_dir=None, crop_size=16,
-        small_image_policy="pad", augment=True, on_the_fly_blur=False, blur_family="mixed",
-        kernel_size=9, num_workers=0, prefetch=2)
+  ds = dict(
+    name="synthetic_blur",
+    config=None,
+    split="train",
+    data_dir=None,
+    crop_size=16,
+    small_image_policy="pad",
+    augment=True,
+    on_the_fly_blur=False,
+    blur_family="mixed",
+    kernel_size=9,
+    num_workers=0,
+    prefetch=2,
+  )
   ds.update(ds_overrides)
   return ml_collections.ConfigDict(dict(seed=0, batch_size=4, dataset=ds))
 
@@ -125,8 +140,10 @@ def test_restore_state_mid_epoch():
 
 def test_crops_and_augmentation_keep_pairs_aligned():
   src = ListSource(
-    [{"blurry": r, "sharp": r.copy(), "image_id": f"a{i}"}
-     for i, r in enumerate(np.random.default_rng(0).integers(0, 256, (6, 37, 53, 3), dtype=np.uint8))]
+    [
+      {"blurry": r, "sharp": r.copy(), "image_id": f"a{i}"}
+      for i, r in enumerate(np.random.default_rng(0).integers(0, 256, (6, 37, 53, 3), dtype=np.uint8))
+    ]
   )
   cfg = make_config(crop_size=24, augment=True)
   for b in take(train_iter(cfg, src), 6):
@@ -146,8 +163,7 @@ def test_crop_is_a_window_of_the_image():
   cfg.batch_size = 2
   for b in take(train_iter(cfg, src), 3):
     for crop in b["sharp"]:
-      hits = [(y, x) for y in range(21) for x in range(21)
-          if np.array_equal(img[y:y + 10, x:x + 10], crop)]
+      hits = [(y, x) for y in range(21) for x in range(21) if np.array_equal(img[y : y + 10, x : x + 10], crop)]
       assert len(hits) == 1
 
 
@@ -173,8 +189,9 @@ def test_batch_size_must_divide_process_count():
 
 
 def test_small_image_policy_pad_and_reject():
-  src = ListSource([{"blurry": np.full((10, 13, 3), 7, np.uint8), "sharp": np.full((10, 13, 3), 9, np.uint8),
-             "image_id": b"tiny_one"}])
+  src = ListSource(
+    [{"blurry": np.full((10, 13, 3), 7, np.uint8), "sharp": np.full((10, 13, 3), 9, np.uint8), "image_id": b"tiny_one"}]
+  )
   b = next(train_iter(make_config(crop_size=16, small_image_policy="pad"), src))
   assert b["blurry"].shape == (4, 16, 16, 3)
   assert np.all(b["blurry"] == 7) and np.all(b["sharp"] == 9)
@@ -183,8 +200,9 @@ def test_small_image_policy_pad_and_reject():
 
 
 def test_mismatched_pair_sizes_are_reported():
-  src = ListSource([{"blurry": np.zeros((20, 20, 3), np.uint8), "sharp": np.zeros((20, 21, 3), np.uint8),
-             "image_id": "bad_pair"}])
+  src = ListSource(
+    [{"blurry": np.zeros((20, 20, 3), np.uint8), "sharp": np.zeros((20, 21, 3), np.uint8), "image_id": "bad_pair"}]
+  )
   with pytest.raises(ValueError, match="bad_pair"):
     next(train_iter(make_config(), src))
 
@@ -261,11 +279,14 @@ def test_eval_iterator_order_full_size_and_sharding():
   assert all(isinstance(o["image_id"], str) for o in out)
   assert [o["blurry"].shape for o in out] == [(10 + i, 12, 3) for i in range(5)]
   assert ["sharp" in o for o in out] == [False, False, True, False, False]
-  shares = [[o["image_id"] for o in ip.create_eval_iterator(cfg.dataset, src, process_index=p, process_count=2)]
-        for p in range(2)]
+  shares = [
+    [o["image_id"] for o in ip.create_eval_iterator(cfg.dataset, src, process_index=p, process_count=2)]
+    for p in range(2)
+  ]
   assert shares == [["e0", "e2", "e4"], ["e1", "e3"]]
-  variants = ListSource([{"blurry": np.zeros((4, 4, 3), np.uint8), "image_id": b"p.png", "variant": v}
-               for v in range(2)])
+  variants = ListSource(
+    [{"blurry": np.zeros((4, 4, 3), np.uint8), "image_id": b"p.png", "variant": v} for v in range(2)]
+  )
   assert [o["image_id"] for o in ip.create_eval_iterator(cfg.dataset, variants)] == ["p.png#0", "p.png#1"]
 
 
@@ -349,8 +370,14 @@ def test_open_source_error_names_dataset_and_how_to_build(tmp_path):
   with pytest.raises(ip.SourceNotAvailableError) as e:
     ip.open_source(ds)
   msg = str(e.value)
-  for part in ("surely_not_a_dataset/cfg1", "'train'", str(tmp_path), "download_and_prepare", "array_record",
-         "python -m tfds_builders.cli build surely_not_a_dataset --config=cfg1"):
+  for part in (
+    "surely_not_a_dataset/cfg1",
+    "'train'",
+    str(tmp_path),
+    "download_and_prepare",
+    "array_record",
+    "python -m tfds_builders.cli build surely_not_a_dataset --config=cfg1",
+  ):
     assert part in msg
 
 
@@ -405,26 +432,50 @@ def test_reads_prepared_tfds_without_tensorflow(tmp_path):
     pytest.skip("tensorflow not installed here: cannot build the tiny dataset")
   data_dir = tmp_path / "tfds"
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  subprocess.run([sys.executable, "-c", _BUILD_TINY, str(data_dir)], check=True, env=env,
-           capture_output=True, timeout=240)
+  subprocess.run(
+    [sys.executable, "-c", _BUILD_TINY, str(data_dir)], check=True, env=env, capture_output=True, timeout=240
+  )
   farm = tmp_path / "site_no_tf"
   farm.mkdir()
   for entry in site_packages.iterdir():
-    if entry.name == "tensorflow" or entry.name.startswith("tensorflow_cpu") or (
-        entry.name.startswith("tensorflow-") and "datasets" not in entry.name):
+    if (
+      entry.name == "tensorflow"
+      or entry.name.startswith("tensorflow_cpu")
+      or (entry.name.startswith("tensorflow-") and "datasets" not in entry.name)
+    ):
       continue
     (farm / entry.name).symlink_to(entry)
-  r = subprocess.run([sys.executable, "-S", "-c", _READ_NO_TF, str(data_dir), str(farm), str(REPO)],
-             env=env, capture_output=True, text=True, timeout=240)
+  r = subprocess.run(
+    [sys.executable, "-S", "-c", _READ_NO_TF, str(data_dir), str(farm), str(REPO)],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=240,
+  )
   assert r.returncode == 0 and "NO_TF_OK" in r.stdout, r.stderr[-3000:]
 
 
 @pytest.mark.slow
 def test_benchmark_script_runs(tmp_path):
   r = subprocess.run(
-    [sys.executable, str(REPO / "benchmarks" / "input_pipeline.py"), "--steps", "2", "--warmup", "1",
-     "--batch_size", "2", "--workers", "0", "--crop", "64"],
-    capture_output=True, text=True, timeout=240, cwd=REPO,
+    [
+      sys.executable,
+      str(REPO / "benchmarks" / "input_pipeline.py"),
+      "--steps",
+      "2",
+      "--warmup",
+      "1",
+      "--batch_size",
+      "2",
+      "--workers",
+      "0",
+      "--crop",
+      "64",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=240,
+    cwd=REPO,
     env=dict(os.environ, PYTHONPATH=str(REPO)),
   )
   assert r.returncode == 0, r.stderr[-3000:]

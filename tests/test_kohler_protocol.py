@@ -1,5 +1,6 @@
 """Köhler protocol: equal to an independent float64 port of the official eval_image.m on frames with known
 shifts and gains."""
+
 import time
 
 import numpy as np
@@ -30,8 +31,8 @@ def _imshift_same(x, t):
   out = np.zeros_like(x)
   h, w = x.shape[:2]
   (ty, tx) = t
-  src = x[max(0, -ty): h - max(0, ty), max(0, -tx): w - max(0, tx)]
-  out[max(0, ty): h - max(0, -ty), max(0, tx): w - max(0, -tx)] = src
+  src = x[max(0, -ty) : h - max(0, ty), max(0, -tx) : w - max(0, tx)]
+  out[max(0, ty) : h - max(0, -ty), max(0, tx) : w - max(0, -tx)] = src
   return out
 
 
@@ -67,11 +68,11 @@ def _shake(n_frames=9, h=48, w=64, seed=0):
   """Frames of one recorded shake: crops of a photo along a random integer trajectory (known shifts), each with
   its own sensor noise (pure translations would let registration match a neighbouring frame equally well)."""
   rng = np.random.default_rng(seed)
-  photo = data.astronaut()[100:100 + h + 24, 150:150 + w + 24]
+  photo = data.astronaut()[100 : 100 + h + 24, 150 : 150 + w + 24]
   steps = np.array([(1, 0), (0, 1), (1, 1), (1, -1), (2, 1)])  # never (0, 0): every frame differs
   path = np.cumsum(steps[rng.integers(0, len(steps), n_frames)], axis=0)
   path = np.clip(path - path.min(axis=0), 0, 20)
-  frames = np.stack([photo[y:y + h, x:x + w] for y, x in path]).astype(np.float64)
+  frames = np.stack([photo[y : y + h, x : x + w] for y, x in path]).astype(np.float64)
   frames += rng.normal(0, 6.0, frames.shape)
   return np.clip(np.round(frames), 0, 255).astype(np.uint8), path
 
@@ -83,12 +84,15 @@ def _output_like(frame, gain, shift, noise, seed=0):
   return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
-@pytest.mark.parametrize("best, gain, shift, noise", [
+@pytest.mark.parametrize(
+  "best, gain, shift, noise",
+  [
     (4, 1.0, (0, 0), 1.0),
     (2, 0.8, (3, -2), 2.0),
     (7, 1.15, (-4, 5), 4.0),
     (0, 0.6, (1, 1), 8.0),
-])
+  ],
+)
 def test_score_equals_eval_image_port(best, gain, shift, noise):
   frames, _ = _shake(seed=best)
   out = _output_like(frames[best], gain, shift, noise, seed=best)
@@ -106,7 +110,7 @@ def test_search_gain_and_shift_matter():
   out = _output_like(frames[1], 0.7, (2, 3), 0.5)
   got = kohler_protocol.score(out, frames)
   middle = frames[len(frames) // 2].astype(np.float64)
-  naive = 10 * np.log10(255 ** 2 / np.mean((middle - out) ** 2))
+  naive = 10 * np.log10(255**2 / np.mean((middle - out) ** 2))
   assert got["frame"] == 1 and got["psnr"] > naive + 10
 
 

@@ -3,6 +3,7 @@
 One run of the default recipe's losses on the tiny model (150 steps on Gaussian-blurred crops, about a minute on
 2 cores) serves every test here; the held-out gain of the real default is measured in BENCHMARKS.md.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +14,8 @@ from bdirnet_jax import sharding as sharding_lib
 from bdirnet_jax import train
 from bdirnet_jax.train_step import jit_train_step
 from configs import tiny
-from tests.fakes import PairIterator, photo_pairs
+from tests.fakes import PairIterator
+from tests.fakes import photo_pairs
 
 STEPS = 150
 WINDOW = 20
@@ -21,8 +23,11 @@ WINDOW = 20
 
 def _latent_scale(model, params, batch):
   """Mean per-channel std of the raw (pre-SAID) bottleneck feature and of the latent, on the blurred view."""
-  out = model.apply({"params": params}, jnp.asarray(batch["blurry"], jnp.float32) / 255.0,
-                    jnp.asarray(batch["sharp"], jnp.float32) / 255.0)
+  out = model.apply(
+    {"params": params},
+    jnp.asarray(batch["blurry"], jnp.float32) / 255.0,
+    jnp.asarray(batch["sharp"], jnp.float32) / 255.0,
+  )
   return float(jnp.mean(out["stats_blurry"][-1][1])), float(jnp.std(out["latent_blurry"], axis=(1, 2)).mean())
 
 
@@ -46,8 +51,14 @@ def run():
     state, metrics = step(state, input_pipeline.make_global_batch(next(data), batch_sharding), step_rng)
     history.append(metrics)
   probe = PairIterator(16, 32, seed=123)
-  return dict(config=config, model=model, initial=initial, state=jax.device_get(state),
-              history=jax.device_get(history), probe=next(probe))
+  return dict(
+    config=config,
+    model=model,
+    initial=initial,
+    state=jax.device_get(state),
+    history=jax.device_get(history),
+    probe=next(probe),
+  )
 
 
 def _window_means(history, key):
@@ -58,7 +69,7 @@ def _window_means(history, key):
 def test_tiny_model_learns_to_deblur(run):
   """Whole photos (Gaussian sigma 1.5), EMA params as evaluate uses them: the gain over the blurred input."""
   model, params = run["model"], run["state"].ema_params
-  psnr = lambda a, b: 10 * np.log10(255.0 ** 2 / np.mean((a.astype(np.float64) - b) ** 2))
+  psnr = lambda a, b: 10 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - b) ** 2))
   gains = []
   for blurry, sharp in photo_pairs():
     h, w = (blurry.shape[0] // 4) * 4, (blurry.shape[1] // 4) * 4

@@ -1,4 +1,5 @@
 """Each loss term on hand-made inputs with values worked out by hand."""
+
 import math
 
 import jax
@@ -50,8 +51,7 @@ def test_matmul_dft_equals_rfft2_ortho(shape):
     return jnp.mean(jnp.abs(fa.real - fb.real)) + jnp.mean(jnp.abs(fa.imag - fb.imag))
 
   assert float(losses.fft_loss(x, y)) == pytest.approx(float(fft_reference(x, y)), rel=1e-5)
-  np.testing.assert_allclose(jax.grad(losses.fft_loss)(jnp.asarray(x), y), jax.grad(fft_reference)(x, y),
-                             atol=1e-6)
+  np.testing.assert_allclose(jax.grad(losses.fft_loss)(jnp.asarray(x), y), jax.grad(fft_reference)(x, y), atol=1e-6)
 
 
 def test_fft_loss_is_on_the_pixel_scale_whatever_the_image_size():
@@ -135,7 +135,8 @@ def test_scale_free_stats_matching_cannot_be_lowered_by_scaling_features():
     assert float(losses.stats_matching_loss(scaled(stats_b, a), scaled(stats_s, a))) == pytest.approx(base, rel=1e-5)
   raw = float(losses.stats_matching_loss(stats_b, stats_s, scale_free=False))
   assert float(losses.stats_matching_loss(scaled(stats_b, 0.1), scaled(stats_s, 0.1), scale_free=False)) == (
-      pytest.approx(0.1 * raw, rel=1e-5))
+    pytest.approx(0.1 * raw, rel=1e-5)
+  )
 
 
 def _outputs(b=2):
@@ -143,9 +144,16 @@ def _outputs(b=2):
   img = lambda i: jax.random.uniform(k[i], (b, 8, 8, 3))
   lat = lambda i: jax.random.normal(k[i], (b, 2, 2, 4))
   stats = ((jnp.ones((b, 4)), jnp.ones((b, 4))),)
-  return {"restored": img(0), "identity": img(1), "latent_blurry": lat(2), "latent_sharp": lat(3),
-          "embed_blurry": lat(4).reshape(b, -1), "embed_sharp": lat(5).reshape(b, -1),
-          "stats_blurry": stats, "stats_sharp": stats}
+  return {
+    "restored": img(0),
+    "identity": img(1),
+    "latent_blurry": lat(2),
+    "latent_sharp": lat(3),
+    "embed_blurry": lat(4).reshape(b, -1),
+    "embed_sharp": lat(5).reshape(b, -1),
+    "stats_blurry": stats,
+    "stats_sharp": stats,
+  }
 
 
 def test_total_loss_is_weighted_sum_and_weights_switch_terms_off():
@@ -156,10 +164,15 @@ def test_total_loss_is_weighted_sum_and_weights_switch_terms_off():
   sharp = jnp.zeros((2, 8, 8, 3))
   loss, terms = losses.total_loss(out, sharp, cfg)
   assert set(terms) == {"rec", "fft", "identity", "identity_fft", "latent", "infonce", "stats"}
-  expected = (cfg.rec_weight * terms["rec"] + cfg.fft_weight * terms["fft"] + cfg.identity_weight *
-              terms["identity"] + cfg.fft_weight * cfg.identity_weight * terms["identity_fft"] +
-              cfg.latent_weight * terms["latent"] + cfg.infonce_weight * terms["infonce"] +
-              cfg.stats_weight * terms["stats"])
+  expected = (
+    cfg.rec_weight * terms["rec"]
+    + cfg.fft_weight * terms["fft"]
+    + cfg.identity_weight * terms["identity"]
+    + cfg.fft_weight * cfg.identity_weight * terms["identity_fft"]
+    + cfg.latent_weight * terms["latent"]
+    + cfg.infonce_weight * terms["infonce"]
+    + cfg.stats_weight * terms["stats"]
+  )
   assert float(loss) == pytest.approx(float(expected), rel=1e-6)
   off = ml_collections.ConfigDict(cfg.to_dict())
   for k in ("identity_weight", "latent_weight", "infonce_weight", "stats_weight", "fft_weight"):

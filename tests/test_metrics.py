@@ -6,13 +6,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.ndimage
-from hypothesis import given, settings
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 from skimage import data
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from skimage.metrics import peak_signal_noise_ratio
+from skimage.metrics import structural_similarity
 
 from bdirnet_jax import metrics
-from bdirnet_jax.metrics import psnr, ssim, ssim_3d, to_uint8
+from bdirnet_jax.metrics import psnr
+from bdirnet_jax.metrics import ssim
+from bdirnet_jax.metrics import ssim_3d
+from bdirnet_jax.metrics import to_uint8
 
 TOL = 1e-4
 
@@ -90,9 +95,7 @@ def test_identical_images():
   assert float(ssim(img, img)) == pytest.approx(1.0, abs=1e-6)
 
 
-@pytest.mark.parametrize(
-  "a,b", [(100, 100), (0, 0), (255, 255), (40, 200), (0, 255)], ids=lambda v: str(v)
-)
+@pytest.mark.parametrize("a,b", [(100, 100), (0, 0), (255, 255), (40, 200), (0, 255)], ids=lambda v: str(v))
 def test_constant_images(a, b):
   x = np.full((20, 24, 3), a, np.uint8)
   y = np.full((20, 24, 3), b, np.uint8)
@@ -137,9 +140,7 @@ def test_uint8_and_float_inputs_agree():
   gt = data.astronaut()[100:164, 200:290]
   out = _degrade(gt, "blur_noise")
   assert float(psnr(out, gt)) == pytest.approx(float(psnr(out.astype(np.float32), gt)), abs=1e-6)
-  assert float(ssim(out, gt)) == pytest.approx(
-    float(ssim(out.astype(np.float32), gt.astype(np.float64))), abs=1e-6
-  )
+  assert float(ssim(out, gt)) == pytest.approx(float(ssim(out.astype(np.float32), gt.astype(np.float64))), abs=1e-6)
 
 
 def test_batched_equals_loop():
@@ -196,9 +197,7 @@ def test_to_uint8_rounds_like_tensor2img():
   np.testing.assert_array_equal(got[[0, 1, 6, 7]], [0, 0, 255, 255])
   rng = np.random.default_rng(4)
   r = rng.uniform(-0.1, 1.1, (64, 64, 3)).astype(np.float32)
-  np.testing.assert_array_equal(
-    np.asarray(to_uint8(r)), np.round(np.clip(r, 0, 1) * np.float32(255)).astype(np.uint8)
-  )
+  np.testing.assert_array_equal(np.asarray(to_uint8(r)), np.round(np.clip(r, 0, 1) * np.float32(255)).astype(np.uint8))
 
 
 def matlab_ssim_3d(x, y, data_range=255.0):

@@ -1,14 +1,19 @@
 """Shapes and dtypes of every module, and the properties the design relies on."""
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
-from bdirnet_jax.models import PRESETS, create_model, model_kwargs
+from bdirnet_jax.models import PRESETS
+from bdirnet_jax.models import create_model
+from bdirnet_jax.models import model_kwargs
 from bdirnet_jax.models.distillnet import DistillNet
-from bdirnet_jax.models.nafblock import NAFBlock, NAFStage
-from bdirnet_jax.models.recnet import RecNet, pixel_shuffle
+from bdirnet_jax.models.nafblock import NAFBlock
+from bdirnet_jax.models.nafblock import NAFStage
+from bdirnet_jax.models.recnet import RecNet
+from bdirnet_jax.models.recnet import pixel_shuffle
 from bdirnet_jax.models.said import SAID
 from bdirnet_jax.models.sair import SAIR
 
@@ -32,8 +37,7 @@ def test_scan_stage_equals_loop_stage_with_same_params():
   loop = NAFStage(8, 3)
   v_loop = loop.init(jax.random.key(0), x)
   # Perturb the residual scales so the blocks are not identities.
-  v_loop = jax.tree_util.tree_map_with_path(
-      lambda p, a: a + 0.3 if p[-1].key in ("beta", "gamma") else a, v_loop)
+  v_loop = jax.tree_util.tree_map_with_path(lambda p, a: a + 0.3 if p[-1].key in ("beta", "gamma") else a, v_loop)
   stacked = jax.tree.map(lambda *a: jnp.stack(a), *[v_loop["params"][f"block_{i}"] for i in range(3)])
   v_scan = {"params": {"scan": {"block": stacked}}}
   y_loop = loop.apply(v_loop, x)
@@ -125,6 +129,7 @@ def test_infonce_embeddings_tell_scenes_apart_behind_said():
   """Pooling an instance-normalised latent gives one vector for every image; the default head must not."""
   from bdirnet_jax import losses  # pylint: disable=g-import-not-at-top
   from tests.fakes import PairIterator  # pylint: disable=g-import-not-at-top
+
   batch = next(PairIterator(4, 32))
   blurry, sharp = (jnp.asarray(batch[k], jnp.float32) / 255.0 for k in ("blurry", "sharp"))
   config = ml_collections.ConfigDict({"preset": "tiny", "said": "instance"})
@@ -137,6 +142,7 @@ def test_infonce_embeddings_tell_scenes_apart_behind_said():
   def infonce(p):
     out = model.apply({"params": p}, blurry, sharp)
     return losses.info_nce_loss(out["embed_blurry"], out["embed_sharp"])
+
   grad_norm = float(jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(jax.grad(infonce)(params)))))
   assert np.isfinite(grad_norm) and grad_norm < 100.0, grad_norm  # pooling first: ~1e7
 
@@ -146,6 +152,7 @@ def test_identity_branch_is_an_autoencoder_unless_residual(identity_residual):
   """Without residual the identity view must be rebuilt from DistillNet's features: far from the Charbonnier floor
   at initialisation, with a gradient. With the residual it is the input itself there (floor, zero gradient)."""
   from bdirnet_jax import losses  # pylint: disable=g-import-not-at-top
+
   cfg = ml_collections.ConfigDict(dict(preset="tiny", identity_residual=identity_residual))
   model = create_model(cfg)
   k1, k2 = jax.random.split(jax.random.key(3))
@@ -157,7 +164,7 @@ def test_identity_branch_is_an_autoencoder_unless_residual(identity_residual):
     return losses.charbonnier_loss(model.apply({"params": p}, blurry, sharp)["identity"], sharp)
 
   value, grads = jax.value_and_grad(identity_loss)(params)
-  grad_norm = float(jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(grads))))
+  grad_norm = float(jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(grads))))
   if identity_residual:
     assert float(value) == pytest.approx(1e-3, rel=1e-3) and grad_norm == 0.0
   else:

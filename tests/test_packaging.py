@@ -3,9 +3,10 @@
 Installing is checked by hand (README); here, cheaply: the file parses, names the packages, and its console script
 points at a callable.
 """
+
 import importlib
-from pathlib import Path
 import tomllib
+from pathlib import Path
 
 import setuptools
 
@@ -22,8 +23,14 @@ def test_packages_cover_the_code_and_the_configs():
   assert project["project"]["name"] == "bdirnet-jax"
   include = project["tool"]["setuptools"]["packages"]["find"]["include"]
   found = set(setuptools.find_packages(str(ROOT), include=include))
-  assert {"bdirnet_jax", "bdirnet_jax.models", "tfds_builders", "tfds_builders.gopro", "configs",
-          "configs.studies"} <= found
+  assert {
+    "bdirnet_jax",
+    "bdirnet_jax.models",
+    "tfds_builders",
+    "tfds_builders.gopro",
+    "configs",
+    "configs.studies",
+  } <= found
   assert not any(p.split(".")[0] in ("tests", "benchmarks", "studies") for p in found)
   # Every folder with an __init__.py under a shipped root is shipped (a new subpackage cannot be forgotten).
   for root in ("bdirnet_jax", "tfds_builders", "configs"):
@@ -47,6 +54,9 @@ def test_console_script_target_is_callable():
 
 def test_builder_metadata_files_are_package_data():
   patterns = _pyproject()["tool"]["setuptools"]["package-data"]["tfds_builders"]
-  needed = {p.relative_to(ROOT / "tfds_builders") for p in (ROOT / "tfds_builders").glob("*/*")
-            if p.suffix in (".md", ".bib", ".txt")}
+  needed = {
+    p.relative_to(ROOT / "tfds_builders")
+    for p in (ROOT / "tfds_builders").glob("*/*")
+    if p.suffix in (".md", ".bib", ".txt")
+  }
   assert needed and all(any(n.match(pattern) for pattern in patterns) for n in needed)

@@ -1,26 +1,29 @@
 """--mode=predict: file handling, buckets, tiling against the untiled result, hostile inputs and bounded memory."""
+
 import logging
 import os
 import re
-from pathlib import Path
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import cv2
 import hypothesis
-from hypothesis import strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
+from hypothesis import strategies as st
 from PIL import Image as PILImage
 from PIL import ImageOps
-import pytest
 
 from bdirnet_jax import inference
 from bdirnet_jax import predict
 from bdirnet_jax import predict_io
-from tests.fakes import fail_listing, photo_pairs, space_to_depth_net
+from tests.fakes import fail_listing
+from tests.fakes import photo_pairs
+from tests.fakes import space_to_depth_net
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,23 +50,24 @@ def _run(apply, input_path, output_dir, **kwargs):
 
 def _psnr(a, b):
   with np.errstate(divide="ignore"):  # identical images: inf
-    return 10 * np.log10(255.0 ** 2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # The real network, through predict.predict (main.py's entry point).
 
+
 def test_predict_keeps_sizes_for_odd_and_tiny_images(trained_workdir, tmp_path, caplog):
   caplog.set_level(logging.INFO)
   rng = np.random.default_rng(0)
   inputs = {
-      "one.png": rng.integers(0, 256, (1, 1, 3), dtype=np.uint8),
-      "row.png": rng.integers(0, 256, (1, 9, 3), dtype=np.uint8),
-      "column_gray.png": rng.integers(0, 256, (7, 1), dtype=np.uint8),
-      "odd.png": rng.integers(0, 256, (5, 3, 3), dtype=np.uint8),
-      "sub/medium.png": rng.integers(0, 256, (33, 47, 3), dtype=np.uint8),
-      "sub/alpha.png": rng.integers(0, 256, (65, 70, 4), dtype=np.uint8),
-      "deep16.png": rng.integers(0, 65536, (13, 17, 3), dtype=np.uint16),
+    "one.png": rng.integers(0, 256, (1, 1, 3), dtype=np.uint8),
+    "row.png": rng.integers(0, 256, (1, 9, 3), dtype=np.uint8),
+    "column_gray.png": rng.integers(0, 256, (7, 1), dtype=np.uint8),
+    "odd.png": rng.integers(0, 256, (5, 3, 3), dtype=np.uint8),
+    "sub/medium.png": rng.integers(0, 256, (33, 47, 3), dtype=np.uint8),
+    "sub/alpha.png": rng.integers(0, 256, (65, 70, 4), dtype=np.uint8),
+    "deep16.png": rng.integers(0, 65536, (13, 17, 3), dtype=np.uint16),
   }
   for name, pixels in inputs.items():
     _write(tmp_path / "in" / name, pixels)
@@ -116,8 +120,10 @@ def test_exif_orientation_is_applied_and_webp_is_read(trained_workdir, tmp_path)
   webp = _read(tmp_path / "out/photo.png")
   assert webp.shape == (36, 56, 3) and _psnr(webp, photo[:36, :, ::-1]) > 20
   # --keep_raw_orientation: the stored pixels, and the orientation kept as a tag so viewers still turn it.
-  assert predict.predict(trained_workdir, tmp_path / "in/portrait.jpg", tmp_path / "raw", tile=0,
-                         keep_raw_orientation=True) == 0
+  assert (
+    predict.predict(trained_workdir, tmp_path / "in/portrait.jpg", tmp_path / "raw", tile=0, keep_raw_orientation=True)
+    == 0
+  )
   raw = _read(tmp_path / "raw/portrait.png")
   assert raw.shape == (40, 56, 3) and _psnr(raw, photo[..., ::-1]) > 20
   assert PILImage.open(tmp_path / "raw/portrait.png").getexif()[0x0112] == 6
@@ -126,9 +132,11 @@ def test_exif_orientation_is_applied_and_webp_is_read(trained_workdir, tmp_path)
 
 def _random_init_tiny(scale=0.002, residual=0.1):
   """Tiny BDIRNet, randomly initialised, with a non-zero ending conv and residual scales so it changes images."""
-  from flax import traverse_util  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
+  from flax import traverse_util  # pylint: disable=g-import-not-at-top
+
   from bdirnet_jax.models import create_model  # pylint: disable=g-import-not-at-top
+
   model = create_model(ml_collections.ConfigDict({"preset": "tiny"}))
   params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), method=model.deblur)["params"]
   flat = traverse_util.flatten_dict(params)
@@ -156,8 +164,10 @@ def test_tiled_bdirnet_within_one_db_of_untiled(trained_workdir):
     for (b, sharp), u, t in zip(pairs, whole.deblur(blurry), tiled.deblur(blurry)):
       u, t = u[..., ::-1], t[..., ::-1]
       gap = abs(_psnr(t, sharp) - _psnr(u, sharp))
-      print(f"{name} {b.shape}: PSNR untiled {_psnr(u, sharp):.2f} dB, tiled {_psnr(t, sharp):.2f} dB, tiled vs "
-            f"untiled {_psnr(t, u):.1f} dB")
+      print(
+        f"{name} {b.shape}: PSNR untiled {_psnr(u, sharp):.2f} dB, tiled {_psnr(t, sharp):.2f} dB, tiled vs "
+        f"untiled {_psnr(t, u):.1f} dB"
+      )
       # SAID and the channel attention use whole-image statistics, so tiles see other statistics: 0.69 dB measured
       # for the trained tiny network (its EMA is now the trained network, not the initial identity).
       assert gap < 1.0, (name, gap)
@@ -168,6 +178,7 @@ def test_tiled_bdirnet_within_one_db_of_untiled(trained_workdir):
 
 # ------------------------------------------------------------------------------------------------------------------
 # The core with stand-in apply functions: exact expectations.
+
 
 def test_tiled_equals_untiled_for_a_local_network():
   apply = space_to_depth_net(squash=True)
@@ -214,6 +225,7 @@ def test_subfolders_are_mirrored(tmp_path):
 def test_orientation_icc_and_more_formats_exactly(tmp_path):
   """Every EXIF orientation is applied before the network, the ICC profile is kept, WebP/PPM/PGM are read."""
   from PIL import ImageCms  # pylint: disable=g-import-not-at-top
+
   icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
   rgb = np.random.default_rng(0).integers(0, 256, (6, 10, 3), dtype=np.uint8)
   (tmp_path / "in").mkdir()
@@ -251,7 +263,7 @@ def test_bad_files_are_skipped_and_reported(tmp_path, caplog):
   _write(tmp_path / "in/good1.png", good)
   _write(tmp_path / "in/sub/good2.png", good)
   png = cv2.imencode(".png", good)[1].tobytes()
-  (tmp_path / "in/truncated.png").write_bytes(png[:len(png) // 2])
+  (tmp_path / "in/truncated.png").write_bytes(png[: len(png) // 2])
   (tmp_path / "in/text.jpg").write_text("hello, I am text\n")
   (tmp_path / "in/sub/empty.png").write_bytes(b"")
   status = _run(invert, tmp_path / "in", tmp_path / "out")
@@ -261,8 +273,11 @@ def test_bad_files_are_skipped_and_reported(tmp_path, caplog):
   assert sorted(p.name for p in (tmp_path / "out").rglob("*.png")) == ["good1.png", "good2.png"]
   summary = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
   assert len(summary) == 1 and "2 of 5 image(s) written" in summary[0] and "3 failed" in summary[0]
-  for name, reason in (("truncated.png", "truncated PNG"), ("text.jpg", "not a PNG, JPEG"),
-                       ("sub/empty.png", "empty file")):
+  for name, reason in (
+    ("truncated.png", "truncated PNG"),
+    ("text.jpg", "not a PNG, JPEG"),
+    ("sub/empty.png", "empty file"),
+  ):
     assert f"{tmp_path / 'in' / name}: " in summary[0] and reason in summary[0]
 
 
@@ -292,7 +307,9 @@ def test_unreadable_folder_is_reported_and_the_rest_written(tmp_path, monkeypatc
   fail_listing(monkeypatch, "locked")
   assert _run(invert, tmp_path / "in", tmp_path / "out") == 1
   assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.png")) == [
-      "a.png", "open/c.png"]
+    "a.png",
+    "open/c.png",
+  ]
   assert f"{tmp_path / 'in' / 'locked'}: cannot list folder: Permission denied" in caplog.text
 
 
@@ -311,6 +328,7 @@ def test_a_failing_batch_is_reported_and_the_rest_written(tmp_path, caplog):
 
 # ------------------------------------------------------------------------------------------------------------------
 # Buckets, compilations, automatic tiling.
+
 
 @hypothesis.settings(max_examples=25, deadline=None)
 @hypothesis.given(n=st.integers(1, 20000), multiple=st.sampled_from([1, 4, 8, 16]))
@@ -342,8 +360,11 @@ def test_compilations_stay_bounded_for_mixed_sizes():
 def test_an_image_reuses_a_compiled_bucket_within_the_padding_bound():
   seen = []
   p = predict.Predictor(lambda x: seen.append(x.shape) or x, multiple=8)
-  images = [np.zeros((384, 384, 3), np.uint8), np.zeros((300, 300, 3), np.uint8),  # own bucket 320x320: reuses
-            np.zeros((130, 140, 3), np.uint8)]  # own bucket 192x192: 384x384 would be 4x its area
+  images = [
+    np.zeros((384, 384, 3), np.uint8),
+    np.zeros((300, 300, 3), np.uint8),  # own bucket 320x320: reuses
+    np.zeros((130, 140, 3), np.uint8),
+  ]  # own bucket 192x192: 384x384 would be 4x its area
   out = p.deblur(images)
   assert [o.shape for o in out] == [im.shape for im in images]
   assert p.bucket(300, 300) == (320, 320)
@@ -397,8 +418,13 @@ def test_huge_image_is_tiled_with_bounded_memory(tmp_path):
   image[..., 2] = 77
   _write(tmp_path / "huge.png", image)
   del image
-  result = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(tmp_path / "huge.png"), str(tmp_path / "out"),
-                           str(ROOT)], capture_output=True, text=True, timeout=600, check=False)
+  result = subprocess.run(
+    [sys.executable, "-c", _PEAK_SCRIPT, str(tmp_path / "huge.png"), str(tmp_path / "out"), str(ROOT)],
+    capture_output=True,
+    text=True,
+    timeout=600,
+    check=False,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   status, base, peak = map(int, result.stdout.split())
   assert status == 0
@@ -411,6 +437,7 @@ def test_huge_image_is_tiled_with_bounded_memory(tmp_path):
   assert out.shape == (h, w, 3)
   rows = out[::997]
   np.testing.assert_array_equal(rows[..., 0], np.broadcast_to(255 - (np.arange(w) % 256), rows.shape[:2]))
-  np.testing.assert_array_equal(rows[..., 1], np.broadcast_to(255 - (np.arange(0, h, 997) % 251)[:, None],
-                                                              rows.shape[:2]))
+  np.testing.assert_array_equal(
+    rows[..., 1], np.broadcast_to(255 - (np.arange(0, h, 997) % 251)[:, None], rows.shape[:2])
+  )
   assert (out[..., 2] == 255 - 77).all()

@@ -4,10 +4,13 @@ import cv2
 import numpy as np
 import pytest
 from skimage import data
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from skimage.metrics import peak_signal_noise_ratio
+from skimage.metrics import structural_similarity
 
 from bdirnet_jax import realblur_protocol as rb
-from bdirnet_jax.realblur_protocol import REALBLUR_PROTOCOL, image_align, realblur_metrics
+from bdirnet_jax.realblur_protocol import REALBLUR_PROTOCOL
+from bdirnet_jax.realblur_protocol import image_align
+from bdirnet_jax.realblur_protocol import realblur_metrics
 
 SIZE = 192
 
@@ -21,16 +24,12 @@ def gt():
 
 def _homography(tx=1.5, ty=-1.0, deg=0.4):
   t = np.deg2rad(deg)
-  return np.array(
-    [[np.cos(t), -np.sin(t), tx], [np.sin(t), np.cos(t), ty], [2e-6, -3e-6, 1.0]], np.float32
-  )
+  return np.array([[np.cos(t), -np.sin(t), tx], [np.sin(t), np.cos(t), ty], [2e-6, -3e-6, 1.0]], np.float32)
 
 
 def _warp(img, h):
   # out(h @ p) = img(p): the ECC warp mapping ground-truth coords to output coords is h itself.
-  return cv2.warpPerspective(
-    img, h, (img.shape[1], img.shape[0]), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT
-  )
+  return cv2.warpPerspective(img, h, (img.shape[1], img.shape[0]), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
 
 
 def _max_displacement(w_est, w_true, n=SIZE):
@@ -64,7 +63,7 @@ def test_mask_covers_only_warped_pixels(gt):
   assert set(np.unique(al.mask)) <= {0.0, 1.0}
   # Ground-truth column x samples the output at x + 3: the last three columns fall outside.
   assert np.all(al.mask[:, -2:] == 0)
-  assert np.all(al.mask[5:-5, 5:-5 - 4] == 1)
+  assert np.all(al.mask[5:-5, 5 : -5 - 4] == 1)
   np.testing.assert_array_equal(al.target, gt * al.mask)
 
 

@@ -1,4 +1,5 @@
 """Crashes, preemption, non-finite steps and reused workdirs: the run either resumes exactly or stops cleanly."""
+
 import hashlib
 import json
 import os
@@ -35,16 +36,23 @@ def compile_cache():
 def _train_cmd(workdir, data_dir, checkpoint_every=2):
   # checkpoint_every_steps is not part of the compiled step, so runs that differ in it share the compilation cache
   # (and the schedule horizon is test_distributed.py's).
-  return [sys.executable, "main.py", "--mode=train", "--config=configs/tiny.py", f"--workdir={workdir}",
-          f"--config.dataset.data_dir={data_dir}", f"--config.num_train_steps={STEPS}",
-          f"--config.optim.schedule_steps={fakes.ON_THE_FLY_SCHEDULE_STEPS}",
-          f"--config.checkpoint_every_steps={checkpoint_every}", "--config.log_every_steps=2"]
+  return [
+    sys.executable,
+    "main.py",
+    "--mode=train",
+    "--config=configs/tiny.py",
+    f"--workdir={workdir}",
+    f"--config.dataset.data_dir={data_dir}",
+    f"--config.num_train_steps={STEPS}",
+    f"--config.optim.schedule_steps={fakes.ON_THE_FLY_SCHEDULE_STEPS}",
+    f"--config.checkpoint_every_steps={checkpoint_every}",
+    "--config.log_every_steps=2",
+  ]
 
 
 def _launch(cmd, log_path, cache):
   log = open(log_path, "w")  # a file, not a pipe: absl logs enough to fill a pipe buffer and block the child
-  proc = subprocess.Popen(cmd, cwd=fakes.REPO, env=fakes.subprocess_env(4, cache), stdout=log,
-                          stderr=subprocess.STDOUT)
+  proc = subprocess.Popen(cmd, cwd=fakes.REPO, env=fakes.subprocess_env(4, cache), stdout=log, stderr=subprocess.STDOUT)
   log.close()
   return proc
 
@@ -162,8 +170,11 @@ def _nan_config(policy, steps):
 def test_nan_policy_stop_raises_and_keeps_last_good_checkpoint(tmp_path):
   config = _nan_config("stop", 4)
   data = fakes.NaNAt(fakes.PairIterator(config.batch_size, config.dataset.crop_size), nan_index=2)  # step 3
-  with pytest.raises(train.NonFiniteError, match=r"non-finite loss or gradients in 1 step\(s\) before step 4.*"
-                     r"Last checkpoint intact: step 2 in"):
+  with pytest.raises(
+    train.NonFiniteError,
+    match=r"non-finite loss or gradients in 1 step\(s\) before step 4.*"
+    r"Last checkpoint intact: step 2 in",
+  ):
     train.train_and_evaluate(config, tmp_path, data)
   assert _entries(tmp_path / "checkpoints") == ["2"]
   state, data_state = _load(tmp_path)
@@ -202,10 +213,18 @@ def test_workdir_of_another_preset_fails_clearly_and_nothing_is_overwritten(tmp_
   workdir = tmp_path / "w"
   shutil.copytree(trained_workdir, workdir, copy_function=shutil.copy2)
   before = _snapshot(workdir)
-  cmd = [sys.executable, "main.py", "--mode=train", "--config=configs/tiny.py", f"--workdir={workdir}",
-         "--config.model.preset=small", f"--config.dataset.data_dir={data_dir}"]
-  result = subprocess.run(cmd, cwd=fakes.REPO, env=fakes.subprocess_env(4), capture_output=True, text=True,
-                          timeout=300, check=False)
+  cmd = [
+    sys.executable,
+    "main.py",
+    "--mode=train",
+    "--config=configs/tiny.py",
+    f"--workdir={workdir}",
+    "--config.model.preset=small",
+    f"--config.dataset.data_dir={data_dir}",
+  ]
+  result = subprocess.run(
+    cmd, cwd=fakes.REPO, env=fakes.subprocess_env(4), capture_output=True, text=True, timeout=300, check=False
+  )
   assert result.returncode == 1, result.stderr[-3000:]
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith(f"error: --workdir={workdir} holds checkpoints of a different model"), last
@@ -215,8 +234,9 @@ def test_workdir_of_another_preset_fails_clearly_and_nothing_is_overwritten(tmp_
   # Without config.json the guard above cannot know; the checkpoint itself then refuses the other model.
   os.remove(workdir / "config.json")
   before = _snapshot(workdir)
-  result = subprocess.run(cmd, cwd=fakes.REPO, env=fakes.subprocess_env(4), capture_output=True, text=True,
-                          timeout=300, check=False)
+  result = subprocess.run(
+    cmd, cwd=fakes.REPO, env=fakes.subprocess_env(4), capture_output=True, text=True, timeout=300, check=False
+  )
   assert result.returncode == 1, result.stderr[-3000:]
   last = result.stderr.strip().splitlines()[-1]
   assert re.match(r"error: checkpoint \S+/checkpoints/4 does not match the model of this config", last), last
@@ -228,16 +248,24 @@ def test_relative_workdir_trains_checkpoints_and_ends_with_test_and_input_psnr(t
   """The README's command shape, relative --workdir included: orbax needs absolute paths, main.py makes them so."""
   config_file = tmp_path / "relative_cfg.py"
   config_file.write_text(
-      "from configs import tiny\n"
-      "from bdirnet_jax.data_config import dataset_config\n"
-      "def get_config():\n"
-      "  c = tiny.get_config()\n"
-      "  c.num_train_steps = 4\n"
-      f"  c.eval_datasets = [dataset_config(config='gaussian_k15', split='test', crop_size=0, data_dir={str(data_dir)!r})]\n"
-      "  return c\n")
-  cmd = [sys.executable, os.path.join(fakes.REPO, "main.py"), f"--config={config_file.name}",
-         "--workdir=runs/relative", f"--config.dataset.data_dir={data_dir}", "--config.checkpoint_every_steps=2",
-         "--config.log_every_steps=2"]
+    "from configs import tiny\n"
+    "from bdirnet_jax.data_config import dataset_config\n"
+    "def get_config():\n"
+    "  c = tiny.get_config()\n"
+    "  c.num_train_steps = 4\n"
+    "  c.eval_datasets = [dataset_config(config='gaussian_k15', split='test', crop_size=0,\n"
+    f"                                   data_dir={str(data_dir)!r})]\n"
+    "  return c\n"
+  )
+  cmd = [
+    sys.executable,
+    os.path.join(fakes.REPO, "main.py"),
+    f"--config={config_file.name}",
+    "--workdir=runs/relative",
+    f"--config.dataset.data_dir={data_dir}",
+    "--config.checkpoint_every_steps=2",
+    "--config.log_every_steps=2",
+  ]
   env = fakes.subprocess_env(1, compile_cache)
   env["PYTHONPATH"] = fakes.REPO
   proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
@@ -245,20 +273,25 @@ def test_relative_workdir_trains_checkpoints_and_ends_with_test_and_input_psnr(t
   assert proc.returncode == 0, log[-3000:]
   workdir = tmp_path / "runs" / "relative"
   assert _steps(workdir / "checkpoints") == [2, 4]
-  assert re.search(r"Final evaluation at step 4 on synthetic_blur_test: PSNR [\d.]+ dB \(input [\d.]+\)", log), log[-3000:]
+  assert re.search(r"Final evaluation at step 4 on synthetic_blur_test: PSNR [\d.]+ dB \(input [\d.]+\)", log), log[
+    -3000:
+  ]
   summary = json.loads((workdir / "eval" / "synthetic_blur_test.json").read_text())
   assert summary["num_images"] == 16 and summary["input_psnr"] > 20 and summary["psnr"] > 20
 
 
 def test_missing_config_and_file_workdir_fail_with_one_line(tmp_path):
   env = fakes.subprocess_env(1)
-  run = lambda *args: subprocess.run([sys.executable, "main.py", *args], cwd=fakes.REPO, env=env,
-                                     capture_output=True, text=True, timeout=300)
+  run = lambda *args: subprocess.run(
+    [sys.executable, "main.py", *args], cwd=fakes.REPO, env=env, capture_output=True, text=True, timeout=300
+  )
   proc = run("--config=configs/no_such_config.py", f"--workdir={tmp_path / 'w'}")
   assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
-      "error: --config=configs/no_such_config.py: no such config file")
+    "error: --config=configs/no_such_config.py: no such config file"
+  )
   a_file = tmp_path / "a_file"
   a_file.write_text("")
   proc = run("--config=configs/tiny.py", f"--workdir={a_file}")
   assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
-      f"error: --workdir={a_file} is an existing file, not a directory")
+    f"error: --workdir={a_file} is an existing file, not a directory"
+  )

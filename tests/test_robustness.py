@@ -1,4 +1,5 @@
 """The robustness report: one row per checkpoint x test set, in markdown, CSV and a plot."""
+
 import csv
 import json
 import shutil
@@ -13,10 +14,17 @@ def test_report_covers_every_checkpoint_and_test_set(trained_workdir, tmp_path):
   second = tmp_path / "second_run"
   shutil.copytree(trained_workdir, second)
   out = tmp_path / "report"
-  rows = robustness.run([str(trained_workdir), str(second)], str(out), data_dir=str(tmp_path / "tfds"),
-                        families=("gaussian", "defocus"), real=(("gopro", "blur"),), max_images=1)
+  rows = robustness.run(
+    [str(trained_workdir), str(second)],
+    str(out),
+    data_dir=str(tmp_path / "tfds"),
+    families=("gaussian", "defocus"),
+    real=(("gopro", "blur"),),
+    max_images=1,
+  )
   assert [(r["checkpoint"], r["test_set"]) for r in rows] == [
-      (str(w), t) for w in (trained_workdir, second) for t in ("synthetic_blur-gaussian", "synthetic_blur-defocus")]
+    (str(w), t) for w in (trained_workdir, second) for t in ("synthetic_blur-gaussian", "synthetic_blur-defocus")
+  ]
   with open(out / "robustness.csv") as f:
     table = list(csv.DictReader(f))
   assert len(table) == 4 and all(float(r["psnr"]) > 10 and r["num_images"] == "1" for r in table)
@@ -39,6 +47,7 @@ def test_unknown_family_is_refused_before_any_work(tmp_path):
 
 def test_library_does_not_import_experiment_configs():
   import ast  # pylint: disable=g-import-not-at-top
+
   tree = ast.parse(open(robustness.__file__).read())
   modules = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
   modules += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]

@@ -1,5 +1,6 @@
 """The study: bootstrap, classical baselines, fixed test sets, and the smoke study end to end (rows, means, intervals,
 resume without retraining)."""
+
 import os
 import re
 import subprocess
@@ -22,6 +23,7 @@ SMOKE = ROOT / "configs" / "studies" / "smoke.py"
 
 # ---------------------------------------------------------------------------------------------------------------
 # Statistics
+
 
 def test_bootstrap_is_seeded_and_brackets_the_mean():
   rng = np.random.default_rng(0)
@@ -50,15 +52,25 @@ def test_bootstrap_resamples_seeds_too():
 
 
 def _rows(config, train_blur, seed, test_set, psnrs):
-  return [dict(config=config, train_blur=train_blur, seed=seed, test_set=test_set, image_id=f"im{i}", psnr=p,
-               ssim=0.5, step=10) for i, p in enumerate(psnrs)]
+  return [
+    dict(
+      config=config, train_blur=train_blur, seed=seed, test_set=test_set, image_id=f"im{i}", psnr=p, ssim=0.5, step=10
+    )
+    for i, p in enumerate(psnrs)
+  ]
 
 
 def test_plot_draws_gains_over_the_input_and_absolute_psnr_without_it():
-  rows = (_rows("input", "", -1, "a", [30.0, 32.0]) + _rows("input", "", -1, "b", [20.0, 20.0])
-          + _rows("wiener_oracle", "", -1, "a", [33.0, 33.0]) + _rows("wiener_oracle", "", -1, "b", [19.0, 19.0])
-          + _rows("net", "g", 0, "a", [32.0, 34.0]) + _rows("net", "g", 1, "a", [31.0, 33.0])
-          + _rows("net", "g", 0, "b", [21.0, 21.0]) + _rows("net", "g", 1, "b", [21.0, 21.0]))
+  rows = (
+    _rows("input", "", -1, "a", [30.0, 32.0])
+    + _rows("input", "", -1, "b", [20.0, 20.0])
+    + _rows("wiener_oracle", "", -1, "a", [33.0, 33.0])
+    + _rows("wiener_oracle", "", -1, "b", [19.0, 19.0])
+    + _rows("net", "g", 0, "a", [32.0, 34.0])
+    + _rows("net", "g", 1, "a", [31.0, 33.0])
+    + _rows("net", "g", 0, "b", [21.0, 21.0])
+    + _rows("net", "g", 1, "b", [21.0, 21.0])
+  )
   relative, bars = study_report.plot_bars(rows, ["a", "b"])
   assert relative and list(bars) == ["g"]
   series = {name: (means, stds, baseline) for name, means, stds, baseline in bars["g"]}
@@ -81,6 +93,7 @@ def test_in_distribution_rule():
 
 # ---------------------------------------------------------------------------------------------------------------
 # Baselines
+
 
 @pytest.mark.parametrize("family", ["gaussian", "linear"])
 def test_oracles_beat_the_input_on_a_noiseless_blur(family):
@@ -123,8 +136,10 @@ def test_baseline_outputs_are_clipped_images_and_input_is_identity():
 # ---------------------------------------------------------------------------------------------------------------
 # Test sets
 
+
 def test_synthetic_sets_are_fixed_held_out_and_keep_their_kernels():
   from tfds_builders.synthetic_blur import synthetic_blur_dataset_builder as sb
+
   photos = study_testsets.test_photos()
   assert [i for i, _ in photos] == sb.assign_splits(sorted(i for i, _ in sb.packaged_photo_paths()), 0.25)["test"]
   kwargs = dict(variants=2, max_side=40, kernel_size=9, noise_sigma=0.01, photos=photos)
@@ -143,8 +158,9 @@ def test_synthetic_sets_are_fixed_held_out_and_keep_their_kernels():
     study_testsets.synthetic_sets(("mixed",), **kwargs)
   # Trajectory exposures change the trajectory kernels only; the default (None) is blur's own list.
   default = study_testsets.synthetic_sets(("trajectory", "gaussian"), **kwargs)
-  same = study_testsets.synthetic_sets(("trajectory", "gaussian"), trajectory_exposures=blur.TRAJECTORY_EXPOSURES,
-                                       **kwargs)
+  same = study_testsets.synthetic_sets(
+    ("trajectory", "gaussian"), trajectory_exposures=blur.TRAJECTORY_EXPOSURES, **kwargs
+  )
   long = study_testsets.synthetic_sets(("trajectory", "gaussian"), trajectory_exposures=(1.0,), **kwargs)
   assert [s.fingerprint for s in same] == [s.fingerprint for s in default]
   assert long[0].fingerprint != default[0].fingerprint and long[1].fingerprint == default[1].fingerprint
@@ -152,9 +168,11 @@ def test_synthetic_sets_are_fixed_held_out_and_keep_their_kernels():
 
 def test_real_sets_are_centre_cropped_capped_and_get_only_the_input_baseline(monkeypatch, tmp_path):
   import ml_collections
+
   from bdirnet_jax import input_pipeline
   from bdirnet_jax import robustness
   from bdirnet_jax import study
+
   photo = skimage.data.chelsea()[:50, :70]
   examples = [dict(blurry=photo, sharp=photo, image_id=f"img{i}") for i in range(3)]
   ds = ml_collections.ConfigDict(dict(name="gopro", config="blur", label="gopro-blur"))
@@ -173,18 +191,21 @@ def test_config_drift_of_a_finished_run_is_reported(tmp_path):
   from bdirnet_jax import checkpoint
   from bdirnet_jax import study
   from configs.studies import smoke
+
   cfg = smoke.get_config()
   config = study.training_config(cfg, "bdirnet", "gaussian", 0, str(tmp_path / "tfds"))
   checkpoint.save_config(str(tmp_path), config)
   assert study.config_drift(tmp_path, study.training_config(cfg, "bdirnet", "gaussian", 0, "elsewhere")) == []
   cfg.overrides.optim.learning_rate = 1e-3
   assert study.config_drift(tmp_path, study.training_config(cfg, "bdirnet", "gaussian", 0, "x")) == [
-      "optim.learning_rate"]
+    "optim.learning_rate"
+  ]
 
 
 def test_study_config_errors_come_before_any_work(tmp_path):
   from bdirnet_jax import study
   from configs.studies import smoke
+
   cfg = smoke.get_config()
   cfg.overrides.dataset.crop_sise = 32
   with pytest.raises(ValueError, match="crop_sise"):
@@ -199,8 +220,10 @@ def test_study_config_errors_come_before_any_work(tmp_path):
 @pytest.mark.parametrize("name", ["smoke", "cpu", "gpu", "full"])
 def test_shipped_study_configs_resolve_and_validate(name, tmp_path):
   import importlib
+
   from bdirnet_jax import config_validation
   from bdirnet_jax import study
+
   cfg = importlib.import_module(f"configs.studies.{name}").get_config()
   study.validate_study(cfg)
   assert cfg.expected_wall_time
@@ -219,6 +242,7 @@ def test_shipped_study_configs_resolve_and_validate(name, tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # The smoke study, end to end
 
+
 def _cli_env():
   env = dict(os.environ)
   # The CLI as a user runs it: one CPU device (tests otherwise see 4 fake ones).
@@ -228,8 +252,14 @@ def _cli_env():
 
 def _run_cli(out: Path) -> tuple[float, str]:
   t0 = time.time()
-  proc = subprocess.run([sys.executable, "-m", "bdirnet_jax.study", f"--study={SMOKE}", f"--output={out}"],
-                        cwd=ROOT, env=_cli_env(), capture_output=True, text=True, timeout=900)
+  proc = subprocess.run(
+    [sys.executable, "-m", "bdirnet_jax.study", f"--study={SMOKE}", f"--output={out}"],
+    cwd=ROOT,
+    env=_cli_env(),
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   return time.time() - t0, proc.stderr
 
@@ -245,11 +275,11 @@ def smoke_study(tmp_path_factory):
 
 def _table(text: str, heading: str) -> dict[tuple[str, str], dict[str, str]]:
   """{(config, train blur): {column: cell}} of the table under `heading`."""
-  lines = text[text.index(heading):].splitlines()
+  lines = text[text.index(heading) :].splitlines()
   start = next(i for i, line in enumerate(lines) if line.startswith("| config | train blur |"))
   header = [c.strip() for c in lines[start].strip("|").split("|")]
   out = {}
-  for line in lines[start + 2:]:
+  for line in lines[start + 2 :]:
     if not line.startswith("|"):
       break
     cells = [c.strip() for c in line.strip("|").split("|")]
@@ -276,8 +306,9 @@ def test_smoke_study_report(smoke_study):
     table = _table(text, heading)
     for (config, tb), cells in table.items():
       for label in sets:
-        sel = [r[metric] for r in rows if r["config"] == config and r["test_set"] == label
-               and (r["train_blur"] or "–") == tb]
+        sel = [
+          r[metric] for r in rows if r["config"] == config and r["test_set"] == label and (r["train_blur"] or "–") == tb
+        ]
         shown = float(cells[label].split("±")[0])
         assert shown == pytest.approx(np.mean(sel), abs=0.6 * 10**-digits), (config, label, metric)
       if config in classical.BASELINES:
@@ -287,8 +318,12 @@ def test_smoke_study_report(smoke_study):
       assert float(cells["in-dist"].split("±")[0]) == pytest.approx(np.mean(ind), abs=0.6 * 10**-digits)
       assert float(cells["out-of-dist"].split("±")[0]) == pytest.approx(np.mean(ood), abs=0.6 * 10**-digits)
 
-  comparisons = re.findall(r"^\| (\S+) \| (\S+) \| gaussian \| (\S+) \| (PSNR|SSIM) \| ([-+][\d.]+) \| "
-                           r"\[([-+][\d.]+), ([-+][\d.]+)\] \| 2 x 4 \| ([a-z ]+) \|$", text, re.M)
+  comparisons = re.findall(
+    r"^\| (\S+) \| (\S+) \| gaussian \| (\S+) \| (PSNR|SSIM) \| ([-+][\d.]+) \| "
+    r"\[([-+][\d.]+), ([-+][\d.]+)\] \| 2 x 4 \| ([a-z ]+) \|$",
+    text,
+    re.M,
+  )
   assert len(comparisons) == 4  # bdirnet vs unet_baseline x {in, out of distribution} x {PSNR, SSIM}
   for variant, reference, scope, metric, mean, lo, hi, verdict in comparisons:
     assert (variant, reference) == ("bdirnet", "unet_baseline")
@@ -296,11 +331,12 @@ def test_smoke_study_report(smoke_study):
     assert verdict == study_report.verdict(float(lo), float(hi))
     # The paired mean difference is the difference of the two configs' means over the same rows.
     test_set = "gaussian" if scope == "in-distribution" else "linear"
-    by = {c: np.mean([r[metric.lower()] for r in rows if r["config"] == c and r["test_set"] == test_set])
-          for c in (variant, reference)}
-    assert float(mean) == pytest.approx(by[variant] - by[reference], abs=0.6 * 10**-(3 if metric == "PSNR" else 4))
-  assert text.count("not distinguishable at this budget") + text.count(" is better (") + text.count(
-      " is worse (") >= 4
+    by = {
+      c: np.mean([r[metric.lower()] for r in rows if r["config"] == c and r["test_set"] == test_set])
+      for c in (variant, reference)
+    }
+    assert float(mean) == pytest.approx(by[variant] - by[reference], abs=0.6 * 10 ** -(3 if metric == "PSNR" else 4))
+  assert text.count("not distinguishable at this budget") + text.count(" is better (") + text.count(" is worse (") >= 4
   assert "| bdirnet | gaussian | 0 | 6 |" in text  # the per-run "learned?" table
   assert "Warning" not in text  # no run was trained under another config
   assert (out / "report_psnr.png").stat().st_size > 5000
@@ -323,10 +359,12 @@ def _forbid_training_and_restoring(monkeypatch, message):
 def test_second_invocation_trains_and_scores_nothing(smoke_study, monkeypatch):
   from bdirnet_jax import study
   from configs.studies import smoke
+
   out, _ = smoke_study
   checkpoints = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/checkpoints/**/*") if p.is_file()}
   assert {p.relative_to(out / "runs").parts[0] for p in checkpoints} == {
-      f"{c}-gaussian-seed{s}" for c in ("bdirnet", "unet_baseline") for s in (0, 1)}
+    f"{c}-gaussian-seed{s}" for c in ("bdirnet", "unet_baseline") for s in (0, 1)
+  }
   before = {name: (out / name).read_bytes() for name in ("report.md", "report.csv")}
 
   _forbid_training_and_restoring(monkeypatch, "a finished study must not train or restore anything")
@@ -338,6 +376,7 @@ def test_second_invocation_trains_and_scores_nothing(smoke_study, monkeypatch):
 @pytest.mark.slow
 def test_unfinished_run_resumes_from_its_checkpoint(smoke_study):
   import shutil
+
   out, _ = smoke_study
   run = out / "runs" / "unet_baseline-gaussian-seed1"
   shutil.rmtree(run / "checkpoints" / "6")  # as if killed between the checkpoints at steps 3 and 6
@@ -354,8 +393,10 @@ def test_committed_study_without_checkpoints_resumes_and_reports_alike(smoke_stu
   """What a study commits (per run: config.json and study_scores.json; baseline_scores.json) is enough for a later
   sitting on another machine: finished runs are neither retrained nor rescored, and the report is the same."""
   import shutil
+
   from bdirnet_jax import study
   from configs.studies import smoke
+
   out, _ = smoke_study
   kept = tmp_path / "committed"
   for path in out.glob("runs/*/*.json"):
@@ -370,15 +411,18 @@ def test_committed_study_without_checkpoints_resumes_and_reports_alike(smoke_stu
   shutil.rmtree(kept / "runs" / "unet_baseline-gaussian-seed1")
   rows = study.run(smoke.get_config(), str(kept), report_only=True)
   assert not any(r["config"] == "unet_baseline" and r["seed"] == 1 for r in rows)
-  assert "not finished yet and are not in any number below: unet_baseline-gaussian-seed1" in (
-      kept / "report.md").read_text()
+  assert (
+    "not finished yet and are not in any number below: unet_baseline-gaussian-seed1" in (kept / "report.md").read_text()
+  )
 
 
 def test_training_configs_are_loaded_by_path_and_a_missing_one_is_named(tmp_path):
   """The library does not import the experiment configs package; `study.config_dir` says where they are."""
   from bdirnet_jax import study  # pylint: disable=g-import-not-at-top
-  (tmp_path / "mine.py").write_text("from configs import tiny\n\ndef get_config():\n  c = tiny.get_config()\n"
-                                    "  c.batch_size = 3\n  return c\n")
+
+  (tmp_path / "mine.py").write_text(
+    "from configs import tiny\n\ndef get_config():\n  c = tiny.get_config()\n  c.batch_size = 3\n  return c\n"
+  )
   assert study.load_training_config("mine", str(tmp_path)).batch_size == 3
   assert study.load_training_config("bdirnet").model.preset == "small"
   with pytest.raises(ValueError, match=r"no training config file .*nothere\.py"):

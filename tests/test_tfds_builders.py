@@ -27,8 +27,8 @@ import sys
 import textwrap
 
 import numpy as np
-from PIL import Image
 import pytest
+from PIL import Image
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -38,7 +38,6 @@ import tensorflow_datasets as tfds  # noqa: E402
 
 import tfds_builders  # noqa: E402
 from tfds_builders import _common
-from tfds_builders.lai import lai_dataset_builder  # noqa: E402
 from tfds_builders import _testing  # noqa: E402,F401  (dill shim)
 
 # --- 1. the stock DatasetBuilderTestCase classes (collected by pytest from here) ---
@@ -46,6 +45,7 @@ from tfds_builders.gopro.gopro_dataset_builder_test import GoproRepackagedTest  
 from tfds_builders.gopro.gopro_dataset_builder_test import GoproTest  # noqa: E402,F401
 from tfds_builders.hide.hide_dataset_builder_test import HideTest  # noqa: E402,F401
 from tfds_builders.kohler.kohler_dataset_builder_test import KohlerTest  # noqa: E402,F401
+from tfds_builders.lai import lai_dataset_builder  # noqa: E402
 from tfds_builders.lai.lai_dataset_builder_test import LaiRealTest  # noqa: E402,F401
 from tfds_builders.lai.lai_dataset_builder_test import LaiSyntheticNonuniformTest  # noqa: E402,F401
 from tfds_builders.lai.lai_dataset_builder_test import LaiSyntheticUniformTest  # noqa: E402,F401
@@ -81,17 +81,19 @@ def _run_python(code: str, timeout: int = 240) -> subprocess.CompletedProcess:
   env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
   env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   return subprocess.run(
-      [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-      timeout=timeout,
+    [sys.executable, "-c", code],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
   )
 
 
 def _build(name: str, manual_dir, data_dir, **builder_kwargs):
   builder = tfds.builder(name, data_dir=str(data_dir), **builder_kwargs)
   builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(
-          manual_dir=None if manual_dir is None else str(manual_dir)
-      )
+    download_config=tfds.download.DownloadConfig(manual_dir=None if manual_dir is None else str(manual_dir))
   )
   return builder
 
@@ -211,12 +213,12 @@ def test_load_image_keeps_rgb8_png_bytes(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "kind, arr, mode, reasons",
-    [
-        ("gray", np.full((4, 5), 77, np.uint8), "L", {"grayscale"}),
-        ("rgba", np.full((4, 5, 4), 99, np.uint8), "RGBA", {"alpha"}),
-        ("gray16", np.full((4, 5), 257 * 77, np.uint16), None, {"16-bit", "grayscale"}),
-    ],
+  "kind, arr, mode, reasons",
+  [
+    ("gray", np.full((4, 5), 77, np.uint8), "L", {"grayscale"}),
+    ("rgba", np.full((4, 5, 4), 99, np.uint8), "RGBA", {"alpha"}),
+    ("gray16", np.full((4, 5), 257 * 77, np.uint16), None, {"16-bit", "grayscale"}),
+  ],
 )
 def test_load_image_converts_to_rgb8(tmp_path, kind, arr, mode, reasons):
   p = tmp_path / f"{kind}.png"
@@ -257,6 +259,7 @@ def test_load_image_palette_and_jpeg(tmp_path):
 
 def test_load_image_uses_predicts_reader_and_keeps_stored_orientation(tmp_path):
   from bdirnet_jax import image_io  # pylint: disable=g-import-not-at-top
+
   assert _common.IMAGE_EXTENSIONS is image_io.EXTENSIONS  # one list of formats for predict and the builders
   rgb = np.random.default_rng(0).integers(0, 256, (4, 6, 3), dtype=np.uint8)
   Image.fromarray(rgb).save(tmp_path / "x.webp", lossless=True)
@@ -270,14 +273,10 @@ def test_load_image_uses_predicts_reader_and_keeps_stored_orientation(tmp_path):
 
 
 def test_conversion_count_is_logged_per_split(tmp_path, caplog):
-  cfg = sb.SyntheticBlurConfig(
-      name="test_gaussian_1", family="gaussian", train_variants=1, test_variants=1
-  )
+  cfg = sb.SyntheticBlurConfig(name="test_gaussian_1", family="gaussian", train_variants=1, test_variants=1)
   with caplog.at_level(logging.INFO):
     builder = sb.Builder(config=cfg, data_dir=str(tmp_path / "d"))
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(DUMMY["synthetic_blur"]))
-    )
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(DUMMY["synthetic_blur"])))
   msgs = [r.getMessage() for r in caplog.records if "to 8-bit RGB" in r.getMessage()]
   train = [m for m in msgs if "split train" in m]
   # Train: deep_16bit (16-bit gray), gray_portrait, rgba_leaves, harbour.jpg.
@@ -302,8 +301,10 @@ def test_array_record_is_default_and_tfrecord_override(tmp_path):
 def test_original_png_bytes_are_stored(tmp_path):
   _build("gopro/blur", DUMMY["gopro"], tmp_path / "d")
   ds = tfds.data_source(
-      "gopro/blur", split="train", data_dir=str(tmp_path / "d"),
-      decoders={"blurry": tfds.decode.SkipDecoding(), "sharp": tfds.decode.SkipDecoding()},
+    "gopro/blur",
+    split="train",
+    data_dir=str(tmp_path / "d"),
+    decoders={"blurry": tfds.decode.SkipDecoding(), "sharp": tfds.decode.SkipDecoding()},
   )
   assert len(ds) == 3
   for i in range(3):
@@ -346,8 +347,11 @@ def test_kohler_per_zip_extraction_exposes_every_frame(tmp_path):
     ex = ds[i]
     p, k = int(ex["image_index"]), int(ex["kernel_index"])
     files = _kohler_frames(DUMMY["kohler"], p, k)
-    assert list(ex["sharp_frame_numbers"]) == list(range(1, len(files) + 1)) == [
-        int(f.stem.rsplit("_", 1)[1]) for f in files]
+    assert (
+      list(ex["sharp_frame_numbers"])
+      == list(range(1, len(files) + 1))
+      == [int(f.stem.rsplit("_", 1)[1]) for f in files]
+    )
     frames = np.stack(list(ex["sharp_frames"]))
     assert frames.shape == (len(files),) + ex["sharp"].shape and frames.dtype == np.uint8
     for frame, f in zip(frames, files):
@@ -366,6 +370,7 @@ def test_kohler_side_by_side_keeps_working_and_names_missing_frames(tmp_path):
 def _lai_official_tree(root):
   """The official layout: two-column lists (`name  kernel size`), non-uniform blurs named <gt>_gyro_{07,16,...}."""
   from tfds_builders import make_dummy_data  # pylint: disable=g-import-not-at-top
+
   gts = ["manmade_01", "natural_01"]
   uni = [(f"{g}_kernel_0{k}", size) for g in gts for k, size in ((1, 51), (2, 55), (3, 75), (4, 35))]
   nonuni = [(f"{g}_gyro_{k}", 0) for g in gts for k in ("07", "16", "23", "24")]
@@ -391,11 +396,14 @@ def test_lai_official_two_column_lists(tmp_path):
     _build(f"lai/{config}", tmp_path / "manual", tmp_path / "d")
     ds = tfds.data_source(f"lai/{config}", split="test", data_dir=str(tmp_path / "d"))
     assert len(ds) == n, config
-    ids = sorted(ds[i]["image_id"].decode() if isinstance(ds[i]["image_id"], bytes) else ds[i]["image_id"]
-                 for i in range(len(ds)))
+    ids = sorted(
+      ds[i]["image_id"].decode() if isinstance(ds[i]["image_id"], bytes) else ds[i]["image_id"] for i in range(len(ds))
+    )
     assert all(" " not in i and "\t" not in i for i in ids)
   assert lai_dataset_builder.read_names(tmp_path / "manual" / "synthetic_uniform.txt")[:2] == [
-      "manmade_01_kernel_01", "manmade_01_kernel_02"]
+    "manmade_01_kernel_01",
+    "manmade_01_kernel_02",
+  ]
 
 
 def test_data_source_without_tensorflow(tmp_path):
@@ -437,7 +445,8 @@ def test_import_is_cheap_and_does_not_import_tensorflow():
       import tensorflow_datasets as tfds
       names = set(tfds.list_builders(with_community_datasets=False))
       assert set(tfds_builders.BUILDER_NAMES) <= names
-      heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "jax", "skimage", "sklearn") or m == "bdirnet_jax.blur")
+      heavy_roots = ("tensorflow", "jax", "skimage", "sklearn")
+      heavy = sorted(m for m in sys.modules if m.split(".")[0] in heavy_roots or m == "bdirnet_jax.blur")
       assert not heavy, heavy
       print("IMPORT_OK %.2f" % dt)
       """)
@@ -447,10 +456,20 @@ def test_import_is_cheap_and_does_not_import_tensorflow():
 
 def test_cli_build_writes_array_record(tmp_path):
   r = subprocess.run(
-      [sys.executable, "-m", "tfds_builders.cli", "build", "tfds_builders/kohler",
-       f"--manual_dir={DUMMY['kohler']}", f"--data_dir={tmp_path}"],
-      cwd=ROOT, capture_output=True, text=True, timeout=300,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    [
+      sys.executable,
+      "-m",
+      "tfds_builders.cli",
+      "build",
+      "tfds_builders/kohler",
+      f"--manual_dir={DUMMY['kohler']}",
+      f"--data_dir={tmp_path}",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
   )
   assert r.returncode == 0, r.stderr[-3000:]
   assert list((tmp_path / "kohler/1.1.0").glob("kohler-test.array_record-*"))
@@ -473,17 +492,13 @@ def test_synthetic_blur_seed_recipe_and_split_by_source(tmp_path):
   rng = np.random.default_rng(seed)
   family = blur.FAMILIES[int(rng.integers(len(blur.FAMILIES)))]
   assert ex["blur_family"].decode() == family
-  expected = blur.synthesize_blurry(
-      ex["sharp"], rng, family=family, kernel_size=31, gaussian_sigma=0.01
-  )
+  expected = blur.synthesize_blurry(ex["sharp"], rng, family=family, kernel_size=31, gaussian_sigma=0.01)
   np.testing.assert_array_equal(ex["blurry"], expected)
 
 
 def test_synthetic_blur_stable_hash_is_frozen():
   # Changing the hash changes every split and seed: guard against accidental edits.
-  assert _common.stable_hash("synthetic_blur", "mixed", "photos/alpine_lake.png", 0) == (
-      16147591588786527993
-  )
+  assert _common.stable_hash("synthetic_blur", "mixed", "photos/alpine_lake.png", 0) == (16147591588786527993)
   ids = [f"img_{i}.png" for i in range(40)]
   s = sb.assign_splits(ids, 0.25)
   assert sorted(s["train"] + s["test"]) == sorted(ids) and 4 <= len(s["test"]) <= 16
@@ -491,9 +506,7 @@ def test_synthetic_blur_stable_hash_is_frozen():
 
 
 def test_synthetic_blur_uses_packaged_photos_without_manual_dir(tmp_path):
-  cfg = sb.SyntheticBlurConfig(
-      name="test_packaged", family="gaussian", train_variants=1, test_variants=1
-  )
+  cfg = sb.SyntheticBlurConfig(name="test_packaged", family="gaussian", train_variants=1, test_variants=1)
   builder = sb.Builder(config=cfg, data_dir=str(tmp_path / "d"))
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig())
   n = {s: builder.info.splits[s].num_examples for s in builder.info.splits}

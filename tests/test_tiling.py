@@ -1,10 +1,11 @@
 """Tile layout, blend weights and the stripe-by-stripe tiled pass, exact for networks whose receptive field is small."""
+
 import hypothesis
-from hypothesis import strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 from bdirnet_jax import tiling
 from tests.fakes import space_to_depth_net
@@ -13,8 +14,9 @@ SETTINGS = hypothesis.settings(max_examples=25, deadline=None)
 
 
 @SETTINGS
-@hypothesis.given(length=st.integers(1, 700), tile=st.integers(8, 200), overlap=st.integers(0, 40),
-                  align=st.sampled_from([1, 2, 4, 8]))
+@hypothesis.given(
+  length=st.integers(1, 700), tile=st.integers(8, 200), overlap=st.integers(0, 40), align=st.sampled_from([1, 2, 4, 8])
+)
 def test_tile_starts_cover_overlap_and_align(length, tile, overlap, align):
   hypothesis.assume(tile - overlap >= align)
   starts = tiling.tile_starts(length, tile, overlap, align)
@@ -36,15 +38,22 @@ def test_tile_starts_rejects_bad_geometry():
 def test_ramp_weights_are_zero_at_the_margin_and_sum_to_one_where_two_tiles_meet():
   size, ov, margin = 40, 16, 4
   left, right = tiling.ramp(size, 0, ov, margin), tiling.ramp(size, ov, 0, margin)
-  assert left[:size - ov].min() == 1.0 and np.all(left[-margin:] == 0.0)
+  assert left[: size - ov].min() == 1.0 and np.all(left[-margin:] == 0.0)
   assert np.all(right[:margin] == 0.0) and right[ov:].min() == 1.0
-  np.testing.assert_allclose(left[size - ov:] + right[:ov], 1.0, atol=1e-6)
-  assert np.all(np.diff(left[size - ov:]) <= 0) and np.all(np.diff(right[:ov]) >= 0)  # monotone ramps
+  np.testing.assert_allclose(left[size - ov :] + right[:ov], 1.0, atol=1e-6)
+  assert np.all(np.diff(left[size - ov :]) <= 0) and np.all(np.diff(right[:ov]) >= 0)  # monotone ramps
 
 
 @SETTINGS
-@hypothesis.given(h=st.integers(1, 90), w=st.integers(1, 90), tile=st.integers(4, 40), overlap=st.integers(0, 12),
-                  batch=st.integers(1, 5), align=st.sampled_from([1, 2, 4]), seed=st.integers(0, 2**16))
+@hypothesis.given(
+  h=st.integers(1, 90),
+  w=st.integers(1, 90),
+  tile=st.integers(4, 40),
+  overlap=st.integers(0, 12),
+  batch=st.integers(1, 5),
+  align=st.sampled_from([1, 2, 4]),
+  seed=st.integers(0, 2**16),
+)
 def test_merge_of_split_is_identity(h, w, tile, overlap, batch, align, seed):
   tile -= tile % align
   hypothesis.assume(tile - overlap >= align)
@@ -62,8 +71,7 @@ def test_rows_are_written_once_in_order_one_stripe_at_a_time():
     reads.append((y, x, th, tw))
     return np.ones((th, tw, 3), np.float32)
 
-  tiling.run_tiled(grid, read_tile, lambda t: t * 2.0, lambda y0, rows: written.append((y0, rows.copy())),
-                   batch_size=3)
+  tiling.run_tiled(grid, read_tile, lambda t: t * 2.0, lambda y0, rows: written.append((y0, rows.copy())), batch_size=3)
   assert len(reads) == grid.num_tiles == len(grid.ys) * len(grid.xs)
   ys = [y0 for y0, _ in written]
   assert ys == sorted(ys) and ys[0] == 0

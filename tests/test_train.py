@@ -3,23 +3,26 @@
 Every test here trains the tiny model with the config of conftest's trained_workdir (or resumes that workdir), so
 the run compiles its train step once per device count and loads it from the compilation cache afterwards.
 """
+
 import shutil
 
-from etils import epath
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from etils import epath
 
 from bdirnet_jax import checkpoint
 from bdirnet_jax import config_validation
 from bdirnet_jax import input_pipeline
 from bdirnet_jax import sharding as sharding_lib
 from bdirnet_jax import train
-from bdirnet_jax.train_state import ema_decay, learning_rate_schedule
+from bdirnet_jax.train_state import ema_decay
+from bdirnet_jax.train_state import learning_rate_schedule
 from bdirnet_jax.train_step import jit_train_step
 from configs import tiny
-from tests.fakes import PairIterator, trained_workdir_config
+from tests.fakes import PairIterator
+from tests.fakes import trained_workdir_config
 
 
 def _step_setup(config, devices):
@@ -64,10 +67,15 @@ def test_ema_warms_up_from_the_first_updates():
   for got, want in zip(jax.tree.leaves(jax.device_get(state.ema_params)), jax.tree.leaves(expected)):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
   # After 3 updates the EMA is mostly the trained params, not the initialisation (which it was at 0.999^3).
-  moved = [np.abs(p - i).sum() for p, i in zip(jax.tree.leaves(params), jax.tree.leaves(jax.device_get(
-      init(init_rng).params)))]
-  ema_moved = [np.abs(e - i).sum() for e, i in zip(jax.tree.leaves(jax.device_get(state.ema_params)),
-                                                    jax.tree.leaves(jax.device_get(init(init_rng).params)))]
+  moved = [
+    np.abs(p - i).sum() for p, i in zip(jax.tree.leaves(params), jax.tree.leaves(jax.device_get(init(init_rng).params)))
+  ]
+  ema_moved = [
+    np.abs(e - i).sum()
+    for e, i in zip(
+      jax.tree.leaves(jax.device_get(state.ema_params)), jax.tree.leaves(jax.device_get(init(init_rng).params))
+    )
+  ]
   assert sum(ema_moved) > 0.5 * sum(moved)
 
 
@@ -170,7 +178,9 @@ def test_weight_decay_hits_kernels_only():
   """AdamW with zero gradients moves exactly the conv/dense kernels; SAID's gamma/beta, the NAFBlock residual
   scales, norms and biases stay (decaying them would pull blocks and statistics towards off)."""
   from bdirnet_jax.models import create_model
-  from bdirnet_jax.train_state import create_optimizer, weight_decay_mask
+  from bdirnet_jax.train_state import create_optimizer
+  from bdirnet_jax.train_state import weight_decay_mask
+
   config = tiny.get_config()
   config.optim.weight_decay = 0.5
   config.optim.warmup_steps = 0

@@ -1,4 +1,5 @@
 """writers: asking whether TensorBoard is there changes nothing; clu still imports either way."""
+
 import importlib.util
 import sys
 

@@ -29,12 +29,15 @@ import inspect
 import io
 import struct
 import textwrap
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
+from typing import Callable
+from typing import Iterable
+from typing import Sequence
 
-from absl import logging
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
+from etils import epath
 
 from bdirnet_jax import image_io  # numpy only at import; OpenCV is imported on the first decode
 
@@ -84,14 +87,12 @@ def describe_dir(path: epath.PathLike, max_entries: int = 40) -> str:
   return "\n".join(lines)
 
 
-def manual_dir_error(
-    manual_dir: epath.PathLike, expected_layout: str, problem: str
-) -> ManualDirError:
+def manual_dir_error(manual_dir: epath.PathLike, expected_layout: str, problem: str) -> ManualDirError:
   """Builds the error for a wrong/missing manual dir (expected + found)."""
   return ManualDirError(
-      f"{problem}\n\nExpected layout inside the manual directory "
-      f"({manual_dir}):\n{textwrap.indent(textwrap.dedent(expected_layout).strip(), '  ')}"
-      f"\n\nFound (top level of {manual_dir}):\n{describe_dir(manual_dir)}"
+    f"{problem}\n\nExpected layout inside the manual directory "
+    f"({manual_dir}):\n{textwrap.indent(textwrap.dedent(expected_layout).strip(), '  ')}"
+    f"\n\nFound (top level of {manual_dir}):\n{describe_dir(manual_dir)}"
   )
 
 
@@ -102,24 +103,22 @@ def get_manual_dir(dl_manager, expected_layout: str) -> epath.Path:
     manual_dir = epath.Path(dl_manager.manual_dir)
   except AssertionError as e:  # tfds: "does not exist or is empty"
     raise manual_dir_error(
-        raw if raw is not None else "<unset>",
-        expected_layout,
-        f"Manual directory {raw} is missing or empty ({e.args[0].splitlines()[0]})."
-        " Pass --manual_dir=/path/to/extracted/archives (CLI) or "
-        "download_config=tfds.download.DownloadConfig(manual_dir=...).",
+      raw if raw is not None else "<unset>",
+      expected_layout,
+      f"Manual directory {raw} is missing or empty ({e.args[0].splitlines()[0]})."
+      " Pass --manual_dir=/path/to/extracted/archives (CLI) or "
+      "download_config=tfds.download.DownloadConfig(manual_dir=...).",
     ) from None
   if not manual_dir.is_dir():
-    raise manual_dir_error(
-        manual_dir, expected_layout, f"Manual directory {manual_dir} is not a directory."
-    )
+    raise manual_dir_error(manual_dir, expected_layout, f"Manual directory {manual_dir} is not a directory.")
   return manual_dir
 
 
 def find_root(
-    manual_dir: epath.Path,
-    predicate: Callable[[epath.Path], bool],
-    subdirs: Sequence[str] = (),
-    max_depth: int = 2,
+  manual_dir: epath.Path,
+  predicate: Callable[[epath.Path], bool],
+  subdirs: Sequence[str] = (),
+  max_depth: int = 2,
 ) -> epath.Path | None:
   """First directory among `manual_dir`, its named `subdirs`, and then any sub-folder
   up to `max_depth` levels deep, for which `predicate(dir)` holds (breadth-first,
@@ -166,10 +165,7 @@ def _walk_files(folder: epath.Path):
 def list_images(folder: epath.Path, recursive: bool = False) -> list[epath.Path]:
   """Image files (by extension) in `folder`, sorted by path."""
   it = _walk_files(folder) if recursive else folder.iterdir()
-  out = [
-      p for p in it
-      if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
-  ]
+  out = [p for p in it if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()]
   return sorted(out, key=lambda p: p.as_posix())
 
 
@@ -303,7 +299,7 @@ def load_image(path: epath.PathLike, image_id: str | None = None) -> LoadedImage
     rgb = _array_to_rgb8(rgb_order)
   except Exception as e:  # pylint: disable=broad-except
     raise ImageFileError(
-        f"Cannot convert image file {path} ({pixels.dtype}, {channels} channels) to 8-bit RGB: {e}"
+      f"Cannot convert image file {path} ({pixels.dtype}, {channels} channels) to 8-bit RGB: {e}"
     ) from e
   return LoadedImage(encode_png(rgb), width, height, name, tuple(dict.fromkeys(conversions)))
 
@@ -312,8 +308,8 @@ def check_same_size(blurry: LoadedImage, sharp: LoadedImage, blurry_path, sharp_
   """Raises `SizeMismatchError` naming both files if sizes differ."""
   if blurry.size != sharp.size:
     raise SizeMismatchError(
-        f"Size mismatch: blurry {blurry_path} is {blurry.width}x{blurry.height} "
-        f"but sharp {sharp_path} is {sharp.width}x{sharp.height} (WxH)."
+      f"Size mismatch: blurry {blurry_path} is {blurry.width}x{blurry.height} "
+      f"but sharp {sharp_path} is {sharp.width}x{sharp.height} (WxH)."
     )
 
 
@@ -340,14 +336,14 @@ class ConversionStats:
   def summary(self) -> str:
     if not self.converted:
       return (
-          f"{self.dataset} split {self.split}: {self.total} images read, "
-          "none needed conversion to 8-bit RGB (original PNG bytes kept)."
+        f"{self.dataset} split {self.split}: {self.total} images read, "
+        "none needed conversion to 8-bit RGB (original PNG bytes kept)."
       )
     reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self.reasons.items()))
     return (
-        f"{self.dataset} split {self.split}: converted {self.converted} of "
-        f"{self.total} source images to 8-bit RGB PNG ({reasons}); e.g. "
-        f"{', '.join(self.examples)}."
+      f"{self.dataset} split {self.split}: converted {self.converted} of "
+      f"{self.total} source images to 8-bit RGB PNG ({reasons}); e.g. "
+      f"{', '.join(self.examples)}."
     )
 
   def log(self) -> None:
@@ -405,19 +401,17 @@ class ManualDirBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _has_sharp(self) -> bool:
     return getattr(self.builder_config, "has_sharp", True)
 
-  def _make_info(
-      self, description: str, homepage: str, extra_features: dict | None = None
-  ) -> tfds.core.DatasetInfo:
+  def _make_info(self, description: str, homepage: str, extra_features: dict | None = None) -> tfds.core.DatasetInfo:
     feats: dict[str, Any] = {"blurry": image_feature()}
     if self._has_sharp():
       feats["sharp"] = image_feature()
     feats["image_id"] = tfds.features.Text()
     feats.update(extra_features or {})
     return self.dataset_info_from_configs(
-        description=description,
-        features=tfds.features.FeaturesDict(feats),
-        supervised_keys=("blurry", "sharp") if self._has_sharp() else None,
-        homepage=homepage,
+      description=description,
+      features=tfds.features.FeaturesDict(feats),
+      supervised_keys=("blurry", "sharp") if self._has_sharp() else None,
+      homepage=homepage,
     )
 
   def _manual_dir(self, dl_manager) -> epath.Path:
@@ -427,9 +421,9 @@ class ManualDirBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return manual_dir_error(manual_dir, self.EXPECTED_LAYOUT, problem)
 
   def _pair_examples(
-      self,
-      split: str,
-      pairs: Iterable[tuple[str, epath.Path, epath.Path | None, dict]],
+    self,
+    split: str,
+    pairs: Iterable[tuple[str, epath.Path, epath.Path | None, dict]],
   ):
     """Yields (key, example) for (image_id, blurry_path, sharp_path, extra) tuples.
 

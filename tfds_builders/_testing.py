@@ -38,7 +38,7 @@ class BuilderTestCase(DatasetBuilderTestCase):
 
   def _make_builder(self, config=None):
     return self.dataset_class(  # pylint: disable=not-callable
-        data_dir=self.tmp_dir, config=config, version=self.VERSION, file_format="tfrecord"
+      data_dir=self.tmp_dir, config=config, version=self.VERSION, file_format="tfrecord"
     )
 
   def _config_names(self):
@@ -53,9 +53,7 @@ class BuilderTestCase(DatasetBuilderTestCase):
       with self.subTest(config=config):
         data_dir = epath_path(self.tmp_dir) / "array_record"
         builder = self.dataset_class(data_dir=data_dir, config=config)  # pylint: disable=not-callable
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=self.dummy_data)
-        )
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=self.dummy_data))
         self.assertEqual(builder.info.file_format.value, "array_record")
         for split, n in self.SPLITS.items():
           ds = builder.as_data_source(split=split)

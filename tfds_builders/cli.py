@@ -23,11 +23,11 @@ import dataclasses
 import logging as python_logging
 import sys
 
+import simple_parsing
+import tensorflow_datasets as tfds
 from absl import app
 from absl import flags
 from absl import logging
-import simple_parsing
-import tensorflow_datasets as tfds
 from tensorflow_datasets.scripts.cli import build
 from tensorflow_datasets.scripts.cli import cli_utils
 
@@ -48,13 +48,13 @@ _parse_flags = cli_utils.make_flags_parser(Args, description=__doc__.splitlines(
 
 
 def main(args: Args) -> None:
-  tfds.core.visibility.set_availables([
+  tfds.core.visibility.set_availables(
+    [
       tfds.core.visibility.DatasetType.TFDS_PUBLIC,
       tfds.core.visibility.DatasetType.COMMUNITY_PUBLIC,
-  ])
-  if not flags.FLAGS.is_parsed() or (
-      not flags.FLAGS.logtostderr and not flags.FLAGS.alsologtostderr
-  ):
+    ]
+  )
+  if not flags.FLAGS.is_parsed() or (not flags.FLAGS.logtostderr and not flags.FLAGS.alsologtostderr):
     formatter = python_logging.Formatter("{levelname}[{filename}]: {message}", style="{")
     logging.use_python_logging(quiet=True)
     logging.set_verbosity(logging.INFO)

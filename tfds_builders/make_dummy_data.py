@@ -88,8 +88,8 @@ def gopro() -> list[_Tree]:
   seed = 0
   # Frame numbers do not start at 1 (as in the real archive).
   for split, seqs in {
-      "train": {"GOPR0372_07_00": (47, 48), "GOPR0374_11_00": (101,)},
-      "test": {"GOPR0384_11_00": (1, 2)},
+    "train": {"GOPR0372_07_00": (47, 48), "GOPR0374_11_00": (101,)},
+    "test": {"GOPR0384_11_00": (1, 2)},
   }.items():
     for seq, frames in seqs.items():
       for f in frames:
@@ -113,12 +113,12 @@ def hide() -> list[_Tree]:
   b = "HIDE_dataset"
   # (blurry relative path, GT name) -- GT names with and without `.MP4`.
   items = [
-      ("train/1fromGOPR0950.png", "1fromGOPR0950.png"),
-      ("train/2fromGOPR0950.png", "2fromGOPR0950.png"),
-      ("train/3fromGOPR1096.MP4.png", "3fromGOPR1096.png"),  # GT drops .MP4
-      ("test/test-close-ups/10fromGOPR0951.png", "10fromGOPR0951.png"),
-      ("test/test-close-ups/11fromGOPR1097.MP4.png", "11fromGOPR1097.MP4.png"),  # GT keeps
-      ("test/test-long-shot/20fromGOPR0960.MP4.png", "20fromGOPR0960.png"),
+    ("train/1fromGOPR0950.png", "1fromGOPR0950.png"),
+    ("train/2fromGOPR0950.png", "2fromGOPR0950.png"),
+    ("train/3fromGOPR1096.MP4.png", "3fromGOPR1096.png"),  # GT drops .MP4
+    ("test/test-close-ups/10fromGOPR0951.png", "10fromGOPR0951.png"),
+    ("test/test-close-ups/11fromGOPR1097.MP4.png", "11fromGOPR1097.MP4.png"),  # GT keeps
+    ("test/test-long-shot/20fromGOPR0960.MP4.png", "20fromGOPR0960.png"),
   ]
   for i, (blur_rel, gt_name) in enumerate(items):
     t.pair(f"{b}/{blur_rel}", f"{b}/GT/{gt_name}", 30 + i)
@@ -135,8 +135,8 @@ def _realblur_list(lines: list[tuple[str, str]]) -> str:
 def realblur() -> list[_Tree]:
   t = _Tree(HERE / "realblur" / "dummy_data")
   dirs = {
-      "J": "RealBlur-J_ECC_IMCORR_centroid_itensity_ref",
-      "R": "RealBlur-R_BM3D_ECC_IMCORR_centroid_itensity_ref",
+    "J": "RealBlur-J_ECC_IMCORR_centroid_itensity_ref",
+    "R": "RealBlur-R_BM3D_ECC_IMCORR_centroid_itensity_ref",
   }
   # scene -> K indices (with gaps); scene002 has another size (sizes vary).
   scenes = {"train": {"scene001": (1, 3), "scene003": (2,)}, "test": {"scene002": (2, 5)}}
@@ -220,12 +220,12 @@ def synthetic_blur() -> list[_Tree]:
 
 
 ALL = {
-    "gopro": gopro,
-    "hide": hide,
-    "realblur": realblur,
-    "kohler": kohler,
-    "lai": lai,
-    "synthetic_blur": synthetic_blur,
+  "gopro": gopro,
+  "hide": hide,
+  "realblur": realblur,
+  "kohler": kohler,
+  "lai": lai,
+  "synthetic_blur": synthetic_blur,
 }
 
 

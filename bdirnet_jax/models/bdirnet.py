@@ -1,6 +1,8 @@
 """BDIRNet: DistillNet + RecNet + a projection head for latent comparison."""
+
 import dataclasses
-from typing import Any, Sequence
+from typing import Any
+from typing import Sequence
 
 import flax.linen as nn
 import jax
@@ -13,9 +15,9 @@ from bdirnet_jax.models.recnet import RecNet
 # Block counts per preset. `base` follows NAFNet-w32's GoPro layout with a shorter bottleneck so that one forward
 # pass (which training runs twice: blurred and sharp view) costs no more than NAFNet-w32's.
 PRESETS = {
-    "tiny": dict(width=8, enc_blocks=(1, 1), middle_blocks=1, dec_blocks=(1, 1), proj_dim=16),
-    "small": dict(width=16, enc_blocks=(1, 1, 2), middle_blocks=2, dec_blocks=(1, 1, 1), proj_dim=64),
-    "base": dict(width=32, enc_blocks=(1, 1, 1, 24), middle_blocks=1, dec_blocks=(1, 1, 1, 1), proj_dim=128),
+  "tiny": dict(width=8, enc_blocks=(1, 1), middle_blocks=1, dec_blocks=(1, 1), proj_dim=16),
+  "small": dict(width=16, enc_blocks=(1, 1, 2), middle_blocks=2, dec_blocks=(1, 1, 1), proj_dim=64),
+  "base": dict(width=32, enc_blocks=(1, 1, 1, 24), middle_blocks=1, dec_blocks=(1, 1, 1, 1), proj_dim=128),
 }
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -33,12 +35,17 @@ def check_fields(enc_blocks, dec_blocks, embed_pool) -> None:
   """The architecture's rules, named by config key: `BDIRNet.setup` runs them, and config_validation before
   anything is compiled."""
   for key, value in (("enc_blocks", enc_blocks), ("dec_blocks", dec_blocks)):
-    if not (isinstance(value, (tuple, list)) and value
-            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)):
+    if not (
+      isinstance(value, (tuple, list))
+      and value
+      and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+    ):
       raise ValueError(f"config.model.{key} must be a non-empty sequence of integers >= 0, got {value!r}")
   if len(enc_blocks) != len(dec_blocks):
-    raise ValueError("config.model.enc_blocks and config.model.dec_blocks must have the same length, got "
-                     f"{tuple(enc_blocks)} and {tuple(dec_blocks)}")
+    raise ValueError(
+      "config.model.enc_blocks and config.model.dec_blocks must have the same length, got "
+      f"{tuple(enc_blocks)} and {tuple(dec_blocks)}"
+    )
   if embed_pool not in EMBED_POOLS:
     raise ValueError(f"config.model.embed_pool must be one of {sorted(EMBED_POOLS)}, got {embed_pool!r}")
 
@@ -49,6 +56,7 @@ class BDIRNet(nn.Module):
   `__call__(blurry, sharp)` runs both views through the shared DistillNet in one batch (one kernel launch per layer
   for both views) and returns everything the losses compare; `deblur(blurry)` is the inference path.
   """
+
   width: int = 16
   enc_blocks: Sequence[int] = (1, 1, 2)
   middle_blocks: int = 2
@@ -68,10 +76,18 @@ class BDIRNet(nn.Module):
   def setup(self):
     check_fields(self.enc_blocks, self.dec_blocks, self.embed_pool)
     common = dict(scan=self.scan, remat=self.remat, dtype=self.dtype)
-    self.distill = DistillNet(self.width, tuple(self.enc_blocks), self.middle_blocks, said=self.said,
-                              said_skips=self.said_skips, said_learned_mix=self.said_learned_mix, **common)
-    self.rec = RecNet(self.width, tuple(self.dec_blocks), sair=self.sair, global_residual=self.global_residual,
-                      **common)
+    self.distill = DistillNet(
+      self.width,
+      tuple(self.enc_blocks),
+      self.middle_blocks,
+      said=self.said,
+      said_skips=self.said_skips,
+      said_learned_mix=self.said_learned_mix,
+      **common,
+    )
+    self.rec = RecNet(
+      self.width, tuple(self.dec_blocks), sair=self.sair, global_residual=self.global_residual, **common
+    )
     self.proj_hidden = nn.Dense(self.proj_dim * 2, name="proj_hidden")
     self.proj_out = nn.Dense(self.proj_dim, name="proj_out")
 
@@ -106,8 +122,12 @@ class BDIRNet(nn.Module):
     """
     if sharp is None:
       d = self.distill(blurry)
-      return {"restored": self.rec(d.latent, d.skips, blurry), "latent_blurry": d.latent,
-              "stats_blurry": d.stats, "embed_blurry": self.embed(d.latent)}
+      return {
+        "restored": self.rec(d.latent, d.skips, blurry),
+        "latent_blurry": d.latent,
+        "stats_blurry": d.stats,
+        "embed_blurry": self.embed(d.latent),
+      }
     both = interleave(blurry, sharp.astype(blurry.dtype))
     d = self.distill(both)
     (lb, ls), (sb, ss) = split_views(d.latent), split_views(d.stats)

@@ -1,26 +1,32 @@
 """DistillNet: the shared encoder that maps a blurred or a sharp view to a blur-free latent."""
-from typing import Any, NamedTuple, Sequence
+
+from typing import Any
+from typing import NamedTuple
+from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from bdirnet_jax.models.nafblock import NAFStage
-from bdirnet_jax.models.said import SAID, channel_stats
+from bdirnet_jax.models.said import SAID
+from bdirnet_jax.models.said import channel_stats
 
 
 class DistillOutput(NamedTuple):
-  latent: Any        # [B, H/2^L, W/2^L, C_L] distilled bottleneck feature
-  skips: tuple       # distilled skip features, finest first
-  stats: tuple       # (mean, std) per scale of the raw (pre-SAID) features, finest first, latent last
+  latent: Any  # [B, H/2^L, W/2^L, C_L] distilled bottleneck feature
+  skips: tuple  # distilled skip features, finest first
+  stats: tuple  # (mean, std) per scale of the raw (pre-SAID) features, finest first, latent last
 
 
 class DistillNet(nn.Module):
   """U-Net encoder with SAID on every feature that leaves it.
 
   Both the latent and the skips pass through SAID (`said_skips`): what reaches the decoder carries no per-channel
-  statistics of the input (blur still reaches it through the skips' spatial structure). The downsampling path continues from the raw feature: distilling is applied to what the
-  decoder sees, not to what the deeper encoder layers need.
+  statistics of the input (blur still reaches it through the skips' spatial structure). The downsampling path
+  continues from the raw feature: distilling is applied to what the decoder sees, not to what the deeper encoder
+  layers need.
   """
+
   width: int
   enc_blocks: Sequence[int]
   middle_blocks: int

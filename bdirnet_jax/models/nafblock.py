@@ -3,6 +3,7 @@
 Everything is NHWC: 1x1 convolutions are plain matmuls over the channel axis and the depthwise 3x3 stays in the
 layout XLA fuses best, which is why this port trains much faster than the NCHW PyTorch original.
 """
+
 from typing import Any
 
 import flax.linen as nn
@@ -21,6 +22,7 @@ class NAFBlock(nn.Module):
   The residual scales `beta`/`gamma` start at zero, so a freshly initialised block is the identity and deep stacks
   train stably without warm-up tricks.
   """
+
   features: int
   dw_expand: int = 2
   ffn_expand: int = 2
@@ -32,8 +34,14 @@ class NAFBlock(nn.Module):
     dense = lambda f, name: nn.Conv(f, (1, 1), dtype=self.dtype, name=name)
     y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm1")(x)
     y = dense(c * self.dw_expand, "conv1")(y)
-    y = nn.Conv(c * self.dw_expand, (3, 3), padding="SAME", feature_group_count=c * self.dw_expand,
-                dtype=self.dtype, name="dwconv")(y)
+    y = nn.Conv(
+      c * self.dw_expand,
+      (3, 3),
+      padding="SAME",
+      feature_group_count=c * self.dw_expand,
+      dtype=self.dtype,
+      name="dwconv",
+    )(y)
     y = simple_gate(y)
     # Simplified channel attention: global average pool, then a 1x1 projection.
     pooled = jnp.mean(y.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(y.dtype)
@@ -52,6 +60,7 @@ class NAFBlock(nn.Module):
 
 class _ScanBody(nn.Module):
   """NAFBlock with the (carry, out) signature nn.scan needs."""
+
   features: int
   dtype: Any = jnp.float32
   remat: bool = False
@@ -71,6 +80,7 @@ class NAFStage(nn.Module):
   depth, which matters for the 20+ block bottleneck of the larger presets. `remat=True` recomputes activations in
   the backward pass to trade FLOPs for memory.
   """
+
   features: int
   num_blocks: int
   scan: bool = False
@@ -82,8 +92,7 @@ class NAFStage(nn.Module):
     if self.num_blocks == 0:
       return x
     if self.scan and self.num_blocks > 1:
-      body = nn.scan(_ScanBody, variable_axes={"params": 0}, split_rngs={"params": True},
-                     length=self.num_blocks)
+      body = nn.scan(_ScanBody, variable_axes={"params": 0}, split_rngs={"params": True}, length=self.num_blocks)
       x, _ = body(self.features, dtype=self.dtype, remat=self.remat, name="scan")(x, None)
       return x
     block = nn.remat(NAFBlock) if self.remat else NAFBlock

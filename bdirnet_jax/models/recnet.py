@@ -1,5 +1,7 @@
 """RecNet: the decoder that rebuilds a sharp image from the distilled latent and skips."""
-from typing import Any, Sequence
+
+from typing import Any
+from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -23,6 +25,7 @@ class RecNet(nn.Module):
   The global residual lets the network predict only the correction, which is also what keeps full-image brightness
   and colour intact even though SAID normalised every feature it receives.
   """
+
   width: int
   dec_blocks: Sequence[int]
   sair: bool = True
@@ -42,7 +45,8 @@ class RecNet(nn.Module):
       h = SAIR(self.sair, dtype=self.dtype, name=f"sair_{j}")(h, skip)
       h = NAFStage(c, n, scan=self.scan, remat=self.remat, dtype=self.dtype, name=f"dec_{j}")(h)
     # Zero-initialised: a fresh network returns its input, so training starts at the blurred image's PSNR.
-    out = nn.Conv(inputs.shape[-1], (3, 3), padding="SAME", kernel_init=nn.initializers.zeros,
-                  dtype=self.dtype, name="ending")(h)
+    out = nn.Conv(
+      inputs.shape[-1], (3, 3), padding="SAME", kernel_init=nn.initializers.zeros, dtype=self.dtype, name="ending"
+    )(h)
     out = out.astype(jnp.float32)
     return inputs.astype(jnp.float32) + out if self.global_residual else out

@@ -6,6 +6,7 @@ means). Removing the instance statistics and re-modulating with learned, input-i
 feature whose statistics carry no information about the degradation, so a blurred and a sharp view of the same scene
 can land on the same latent structure.
 """
+
 from typing import Any
 
 import flax.linen as nn
@@ -30,6 +31,7 @@ class SAID(nn.Module):
   (initialised near 1) blending the distilled and the raw feature, as in batch-instance normalisation: a study
   can check whether the network wants to keep some statistics. mode="none" is the identity (ablation `no_said`).
   """
+
   mode: str = "instance"
   learned_mix: bool = False
   eps: float = 1e-5

@@ -5,6 +5,7 @@ feature statistics in the decoder. SAIR reads the per-channel mean and standard 
 feature and predicts a per-channel scale and shift (a statistics-conditioned FiLM), letting the decoder re-normalise
 each image adaptively instead of trusting fixed weights tuned to the training blur.
 """
+
 from typing import Any
 
 import flax.linen as nn
@@ -19,6 +20,7 @@ class SAIR(nn.Module):
   The output projection starts at zero, so a fresh SAIR is the plain additive skip of a U-Net; `enabled=False`
   keeps only that (ablation `no_sair`).
   """
+
   enabled: bool = True
   reduction: int = 4
   dtype: Any = jnp.float32

@@ -22,20 +22,23 @@ against 14 of the 15 trained on Gaussian blur. Three other recipes at the same C
 lr 4e-3, batch 4 x600 steps) gain no more on training batches (studies/probes/), so the recipe stays
 (docs/STUDY.md, section 1).
 """
+
 import ml_collections
 from ml_collections.config_dict import placeholder
 
 
 def recipe() -> ml_collections.ConfigDict:
   """Overrides applied to every run: the default's recipe, written out so the study does not drift with it."""
-  return ml_collections.ConfigDict(dict(
+  return ml_collections.ConfigDict(
+    dict(
       batch_size=8,
       checkpoint_every_steps=100,
       log_every_steps=50,
       model=dict(preset="small"),
       optim=dict(learning_rate=2e-3, warmup_steps=20),
       dataset=dict(crop_size=64, kernel_size=15, noise_sigma=0.01),
-  ))
+    )
+  )
 
 
 NUM_TRAIN_STEPS = 300
@@ -50,17 +53,19 @@ def get_config():
   study.train_blurs = ("gaussian", "mixed")
   study.test_blurs = ("trajectory", "linear", "gaussian", "defocus")
   study.num_train_steps = NUM_TRAIN_STEPS
-  study.real_datasets = True       # every real dataset prepared in --data_dir is a test set too
+  study.real_datasets = True  # every real dataset prepared in --data_dir is a test set too
   study.learned_min_gain_db = 0.5  # "learned?": in-distribution PSNR gain over the input
-  study.test = ml_collections.ConfigDict(dict(
-      variants=8,                  # kernels (and crops) per held-out photo
-      max_side=128,                # square crops of at most this side
-      kernel_size=placeholder(int),    # None: the runs' dataset.kernel_size
+  study.test = ml_collections.ConfigDict(
+    dict(
+      variants=8,  # kernels (and crops) per held-out photo
+      max_side=128,  # square crops of at most this side
+      kernel_size=placeholder(int),  # None: the runs' dataset.kernel_size
       noise_sigma=placeholder(float),  # None: the runs' dataset.noise_sigma
       trajectory_exposures=placeholder(tuple),  # None: the runs' dataset.trajectory_exposures (or blur's default)
       max_real_images=16,
       eval_batch=8,
-  ))
+    )
+  )
   study.bootstrap = ml_collections.ConfigDict(dict(samples=5000, seed=0))
   study.overrides = recipe()
   return study

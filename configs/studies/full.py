@@ -11,6 +11,7 @@ Expected wall time on one H200: an ESTIMATE from BENCHMARKS.md (base, bf16, batc
 ~1 min of scoring per run: about 2 days on one GPU (the runs are independent: spread them over several GPUs by
 giving each process its own subset of configs/seeds and the same --output).
 """
+
 import ml_collections
 
 from configs.studies import cpu
@@ -18,7 +19,8 @@ from configs.studies import cpu
 
 def recipe() -> ml_collections.ConfigDict:
   """RECIPE: overrides applied to every run (NAFNet's GoPro schedule, shortened)."""
-  return ml_collections.ConfigDict(dict(
+  return ml_collections.ConfigDict(
+    dict(
       batch_size=32,
       checkpoint_every_steps=2000,
       log_every_steps=200,
@@ -26,7 +28,8 @@ def recipe() -> ml_collections.ConfigDict:
       model=dict(preset="base", scan=True),
       optim=dict(learning_rate=1e-3, warmup_steps=1000, ema_decay=0.9995),
       dataset=dict(crop_size=256, kernel_size=31, noise_sigma=0.01, num_workers=8, prefetch=4),
-  ))
+    )
+  )
 
 
 def get_config():

@@ -13,6 +13,7 @@ so the 30 runs take ~1.2-1.5 h, not the ~12 min first estimated; a 15-minute dev
 study resumes from committed run records (config.json + study_scores.json), so it can run lease by lease. The
 classical baselines (~2.5 min on a 2-core CPU) can be scored on the host beforehand with `--report_only`.
 """
+
 import ml_collections
 
 from configs.studies import cpu
@@ -20,7 +21,8 @@ from configs.studies import cpu
 
 def recipe() -> ml_collections.ConfigDict:
   """RECIPE: overrides applied to every run."""
-  return ml_collections.ConfigDict(dict(
+  return ml_collections.ConfigDict(
+    dict(
       batch_size=16,
       checkpoint_every_steps=500,
       log_every_steps=100,
@@ -29,7 +31,8 @@ def recipe() -> ml_collections.ConfigDict:
       optim=dict(learning_rate=2e-3, warmup_steps=100),
       # `config` only names the source of the sharp training photos (kernels are drawn on the fly, 31x31).
       dataset=dict(config="gaussian_k15", crop_size=128, kernel_size=31, noise_sigma=0.01, num_workers=4),
-  ))
+    )
+  )
 
 
 def get_config():

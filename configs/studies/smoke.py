@@ -5,6 +5,7 @@
 compilations of ~30 s dominate; seeds share them through the study's compilation cache); a second invocation
 trains and scores nothing (~15 s). Measures nothing: runs this short do not learn.
 """
+
 import ml_collections
 from ml_collections.config_dict import placeholder
 
@@ -20,21 +21,25 @@ def get_config():
   study.num_train_steps = 6
   study.real_datasets = True
   study.learned_min_gain_db = 0.5
-  study.test = ml_collections.ConfigDict(dict(
-      variants=2,               # kernels (and crops) per test photo
-      max_side=32,              # square crops of at most this side
-      kernel_size=placeholder(int),        # None: the runs' dataset.kernel_size
-      noise_sigma=placeholder(float),        # None: the runs' dataset.noise_sigma
+  study.test = ml_collections.ConfigDict(
+    dict(
+      variants=2,  # kernels (and crops) per test photo
+      max_side=32,  # square crops of at most this side
+      kernel_size=placeholder(int),  # None: the runs' dataset.kernel_size
+      noise_sigma=placeholder(float),  # None: the runs' dataset.noise_sigma
       max_real_images=2,
       eval_batch=4,
-  ))
+    )
+  )
   study.bootstrap = ml_collections.ConfigDict(dict(samples=1000, seed=0))
-  study.overrides = ml_collections.ConfigDict(dict(
+  study.overrides = ml_collections.ConfigDict(
+    dict(
       batch_size=4,
       checkpoint_every_steps=3,
       log_every_steps=3,
       model=dict(preset="tiny", enc_blocks=(1,), dec_blocks=(1,)),  # one level: compiles fastest
       optim=dict(warmup_steps=1, learning_rate=2e-3),
       dataset=dict(crop_size=32, kernel_size=9, prefetch=1),
-  ))
+    )
+  )
   return study

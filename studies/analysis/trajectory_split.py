@@ -9,6 +9,7 @@ and images of the point-like kernels and of the blurred ones, beside the input a
 The kernels are regenerated exactly as the study builds them (`study.synthetic_test_params` of its first run's
 config, `study_testsets.synthetic_sets`), so the split uses the kernels alone, never the scores.
 """
+
 import csv
 import os
 import sys
@@ -32,18 +33,25 @@ def main(argv):
   del argv
   if FLAGS.study is None or not FLAGS.output:
     raise app.UsageError("--study=configs/studies/NAME.py and --output=DIR are required")
-  from bdirnet_jax import blur, study, study_testsets  # pylint: disable=g-import-not-at-top
+  from bdirnet_jax import blur  # pylint: disable=g-import-not-at-top
+  from bdirnet_jax import study  # pylint: disable=g-import-not-at-top
+  from bdirnet_jax import study_testsets  # pylint: disable=g-import-not-at-top
+
   cfg = FLAGS.study
-  first = study.training_config(cfg, cfg.configs[0], cfg.train_blurs[0], int(cfg.seeds[0]),
-                                os.path.join(FLAGS.output, "tfds"))
+  first = study.training_config(
+    cfg, cfg.configs[0], cfg.train_blurs[0], int(cfg.seeds[0]), os.path.join(FLAGS.output, "tfds")
+  )
   params = study.synthetic_test_params(cfg, first)
-  (ts,) = study_testsets.synthetic_sets(["trajectory"], variants=cfg.test.variants, max_side=cfg.test.max_side,
-                                        **params)
+  (ts,) = study_testsets.synthetic_sets(
+    ["trajectory"], variants=cfg.test.variants, max_side=cfg.test.max_side, **params
+  )
   radius = {iid: blur.rms_radius(kern) for iid, kern in zip(ts.image_ids, ts.kernels)}
   point = {iid for iid, r in radius.items() if r < POINT_RADIUS_PX}
   k = params["kernel_size"]
-  print(f"trajectory test kernels ({k}x{k}): {len(point)} of {len(radius)} point-like (RMS radius < "
-        f"{POINT_RADIUS_PX} px); radii: " + ", ".join(f"{r:.2f}" for r in sorted(radius.values())))
+  print(
+    f"trajectory test kernels ({k}x{k}): {len(point)} of {len(radius)} point-like (RMS radius < "
+    f"{POINT_RADIUS_PX} px); radii: " + ", ".join(f"{r:.2f}" for r in sorted(radius.values()))
+  )
   rows = defaultdict(lambda: defaultdict(list))
   with open(os.path.join(FLAGS.output, "report.csv")) as f:
     for row in csv.DictReader(f):
@@ -51,8 +59,10 @@ def main(argv):
         continue
       key = (row["config"], row["train_blur"])
       rows[key]["point" if row["image_id"] in point else "blurred"].append(float(row["psnr"]))
-  print(f"\n| config | train blur | point-like ({len(point)} images): PSNR | blurred ({len(radius) - len(point)}"
-        " images): PSNR |\n|---|---|---|---|")
+  print(
+    f"\n| config | train blur | point-like ({len(point)} images): PSNR | blurred ({len(radius) - len(point)}"
+    " images): PSNR |\n|---|---|---|---|"
+  )
   for (config, train_blur), parts in sorted(rows.items(), key=lambda kv: (not kv[0][1], kv[0][1], kv[0][0])):
     print(f"| {config} | {train_blur or '–'} | {np.mean(parts['point']):.2f} | {np.mean(parts['blurred']):.2f} |")
 

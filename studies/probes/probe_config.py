@@ -1,4 +1,5 @@
 """Recipe probe: the study's run config without its (test-set) evaluation; the recipe comes from flags."""
+
 from configs import default
 
 

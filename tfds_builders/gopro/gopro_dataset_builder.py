@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 import sys
 
+import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
-import tensorflow_datasets as tfds
 
 try:
   from tfds_builders import _common
@@ -33,8 +33,8 @@ Blurry and sharp images are paired by file name."""
 
 # Repackaged layout: candidate (input, target) parents per split, relative to root.
 _REPACK_DIRS = {
-    "train": ("train", "train/GoPro"),
-    "test": ("test/GoPro", "test"),
+  "train": ("train", "train/GoPro"),
+  "test": ("test/GoPro", "test"),
 }
 
 
@@ -45,16 +45,14 @@ class GoproConfig(tfds.core.BuilderConfig):
 
 def _is_official_root(d: epath.Path) -> bool:
   return any(
-      (d / split).is_dir() and any(p.name.startswith("GOPR") for p in (d / split).iterdir())
-      for split in ("train", "test")
+    (d / split).is_dir() and any(p.name.startswith("GOPR") for p in (d / split).iterdir())
+    for split in ("train", "test")
   )
 
 
 def _is_repack_root(d: epath.Path) -> bool:
   return any(
-      (d / c / "input").is_dir() and (d / c / "target").is_dir()
-      for cands in _REPACK_DIRS.values()
-      for c in cands
+    (d / c / "input").is_dir() and (d / c / "target").is_dir() for cands in _REPACK_DIRS.values() for c in cands
   )
 
 
@@ -62,31 +60,28 @@ class Builder(_common.ManualDirBuilder):
   """GoPro_Large blurry/sharp pairs (`blur` or `blur_gamma` inputs)."""
 
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      "Download GOPRO_Large.zip from https://seungjunnah.github.io/Datasets/gopro "
-      "and extract it into the manual directory (nothing is downloaded by TFDS).\n"
-      + _LAYOUT
+    "Download GOPRO_Large.zip from https://seungjunnah.github.io/Datasets/gopro "
+    "and extract it into the manual directory (nothing is downloaded by TFDS).\n" + _LAYOUT
   )
   EXPECTED_LAYOUT = _LAYOUT
   BUILDER_CONFIGS = [
-      GoproConfig(
-          name="blur",
-          blur_dir="blur",
-          description="Blurry input from `blur/` (linear CRF; used by MPRNet, "
-          "Restormer, NAFNet).",
-      ),
-      GoproConfig(
-          name="blur_gamma",
-          blur_dir="blur_gamma",
-          description="Blurry input from `blur_gamma/` (gamma 2.2 CRF; used by "
-          "DeepDeblur).",
-      ),
+    GoproConfig(
+      name="blur",
+      blur_dir="blur",
+      description="Blurry input from `blur/` (linear CRF; used by MPRNet, Restormer, NAFNet).",
+    ),
+    GoproConfig(
+      name="blur_gamma",
+      blur_dir="blur_gamma",
+      description="Blurry input from `blur_gamma/` (gamma 2.2 CRF; used by DeepDeblur).",
+    ),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "blur"
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self._make_info(
-        description="GoPro_Large dynamic-scene deblurring pairs (Nah et al. 2017).",
-        homepage="https://seungjunnah.github.io/Datasets/gopro",
+      description="GoPro_Large dynamic-scene deblurring pairs (Nah et al. 2017).",
+      homepage="https://seungjunnah.github.io/Datasets/gopro",
     )
 
   def _split_generators(self, dl_manager):
@@ -102,16 +97,16 @@ class Builder(_common.ManualDirBuilder):
       root = _common.find_root(manual_dir, _is_repack_root, subdirs=("GoPro", "Datasets/GoPro"))
       if root is None:
         raise self._layout_error(
-            manual_dir,
-            "Could not find the GoPro dataset: no `GOPRO_Large/{train,test}/GOPR*/` "
-            "sequences and no repackaged `{train,test/GoPro}/{input,target}/` folders.",
+          manual_dir,
+          "Could not find the GoPro dataset: no `GOPRO_Large/{train,test}/GOPR*/` "
+          "sequences and no repackaged `{train,test/GoPro}/{input,target}/` folders.",
         )
       if self.builder_config.blur_dir != "blur":
         raise self._layout_error(
-            manual_dir,
-            f"Found a repackaged GoPro copy at {root} (input/target folders); it only "
-            f"holds the `blur` inputs, so config `{self.builder_config.name}` cannot be "
-            "built from it. Extract the official GOPRO_Large.zip instead.",
+          manual_dir,
+          f"Found a repackaged GoPro copy at {root} (input/target folders); it only "
+          f"holds the `blur` inputs, so config `{self.builder_config.name}` cannot be "
+          "built from it. Extract the official GOPRO_Large.zip instead.",
         )
       splits = {}
       for split, cands in _REPACK_DIRS.items():
@@ -124,8 +119,11 @@ class Builder(_common.ManualDirBuilder):
     for split, pairs in splits.items():
       if len(pairs) != EXPECTED_COUNTS[split]:
         logging.warning(
-            "gopro/%s: split %s has %d pairs; the official archive has %d.",
-            self.builder_config.name, split, len(pairs), EXPECTED_COUNTS[split],
+          "gopro/%s: split %s has %d pairs; the official archive has %d.",
+          self.builder_config.name,
+          split,
+          len(pairs),
+          EXPECTED_COUNTS[split],
         )
     return {split: self._generate_examples(split, pairs) for split, pairs in splits.items()}
 
@@ -138,16 +136,13 @@ class Builder(_common.ManualDirBuilder):
     for seq in seqs:
       if not (seq / blur_dir).is_dir() or not (seq / "sharp").is_dir():
         raise self._layout_error(
-            manual_dir,
-            f"Sequence folder {seq} lacks `{blur_dir}/` or `sharp/` "
-            f"(has: {sorted(p.name for p in seq.iterdir())}).",
+          manual_dir,
+          f"Sequence folder {seq} lacks `{blur_dir}/` or `sharp/` (has: {sorted(p.name for p in seq.iterdir())}).",
         )
       for blurry in _common.list_images(seq / blur_dir):
         sharp = seq / "sharp" / blurry.name
         if not sharp.exists():
-          raise _common.MissingPairError(
-              f"Blurry image {blurry} has no sharp counterpart {sharp}."
-          )
+          raise _common.MissingPairError(f"Blurry image {blurry} has no sharp counterpart {sharp}.")
         pairs.append((_common.relpath(blurry, manual_dir), blurry, sharp, {}))
     return pairs
 
@@ -156,9 +151,7 @@ class Builder(_common.ManualDirBuilder):
     for blurry in _common.list_images(parent / "input"):
       sharp = parent / "target" / blurry.name
       if not sharp.exists():
-        raise _common.MissingPairError(
-            f"Blurry image {blurry} has no sharp counterpart {sharp}."
-        )
+        raise _common.MissingPairError(f"Blurry image {blurry} has no sharp counterpart {sharp}.")
       pairs.append((_common.relpath(blurry, manual_dir), blurry, sharp, {}))
     return pairs
 

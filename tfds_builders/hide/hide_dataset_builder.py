@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
+import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
-import tensorflow_datasets as tfds
 
 try:
   from tfds_builders import _common
@@ -28,10 +28,10 @@ are also looked up without `.MP4` (and the reverse)."""
 
 # split name -> folders (relative to the HIDE root) holding its blurry images.
 _SPLIT_DIRS = {
-    "train": ("train",),
-    "test": ("test/test-close-ups", "test/test-long-shot"),
-    "test_close_ups": ("test/test-close-ups",),
-    "test_long_shot": ("test/test-long-shot",),
+  "train": ("train",),
+  "test": ("test/test-close-ups", "test/test-long-shot"),
+  "test_close_ups": ("test/test-close-ups",),
+  "test_long_shot": ("test/test-long-shot",),
 }
 
 
@@ -56,24 +56,22 @@ class Builder(_common.ManualDirBuilder):
   """HIDE blurry/sharp pairs; test also split into close-ups and long shots."""
 
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      "Download HIDE_dataset.zip (https://github.com/joanshen0508/HA_deblur) and "
-      "extract it into the manual directory (nothing is downloaded by TFDS).\n" + _LAYOUT
+    "Download HIDE_dataset.zip (https://github.com/joanshen0508/HA_deblur) and "
+    "extract it into the manual directory (nothing is downloaded by TFDS).\n" + _LAYOUT
   )
   EXPECTED_LAYOUT = _LAYOUT
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self._make_info(
-        description="HIDE human-aware motion deblurring pairs (Shen et al. 2019).",
-        homepage="https://github.com/joanshen0508/HA_deblur",
+      description="HIDE human-aware motion deblurring pairs (Shen et al. 2019).",
+      homepage="https://github.com/joanshen0508/HA_deblur",
     )
 
   def _split_generators(self, dl_manager):
     manual_dir = self._manual_dir(dl_manager)
     root = _common.find_root(manual_dir, _is_root, subdirs=("HIDE_dataset",))
     if root is None:
-      raise self._layout_error(
-          manual_dir, "Could not find the HIDE dataset (a folder with GT/ and train/ or test/)."
-      )
+      raise self._layout_error(manual_dir, "Could not find the HIDE dataset (a folder with GT/ and train/ or test/).")
     gt_dir = root / "GT"
     gt_names = {p.name for p in gt_dir.iterdir()}
     splits = {}
@@ -86,8 +84,8 @@ class Builder(_common.ManualDirBuilder):
           gt_name = next((n for n in gt_candidates(blurry.name) if n in gt_names), None)
           if gt_name is None:
             raise _common.MissingPairError(
-                f"Blurry image {blurry} has no sharp counterpart in {gt_dir} (tried "
-                f"{', '.join(gt_candidates(blurry.name))})."
+              f"Blurry image {blurry} has no sharp counterpart in {gt_dir} (tried "
+              f"{', '.join(gt_candidates(blurry.name))})."
             )
           pairs.append((_common.relpath(blurry, manual_dir), blurry, gt_dir / gt_name, {}))
       if not pairs:
@@ -95,8 +93,10 @@ class Builder(_common.ManualDirBuilder):
       splits[split] = pairs
       if split in EXPECTED_COUNTS and len(pairs) != EXPECTED_COUNTS[split]:
         logging.warning(
-            "hide: split %s has %d pairs; the official archive has %d.",
-            split, len(pairs), EXPECTED_COUNTS[split],
+          "hide: split %s has %d pairs; the official archive has %d.",
+          split,
+          len(pairs),
+          EXPECTED_COUNTS[split],
         )
     if not splits:
       raise self._layout_error(manual_dir, f"Found no blurry images under {root}.")

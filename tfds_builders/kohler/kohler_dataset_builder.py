@@ -18,10 +18,10 @@ from __future__ import annotations
 import re
 import sys
 
-from absl import logging
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
+from etils import epath
 
 try:
   from tfds_builders import _common
@@ -76,8 +76,7 @@ def find_gt_dirs(manual_dir: epath.Path) -> dict[int, epath.Path]:
         if c.name.lower().startswith("kernel"):
           continue  # frames live here: nothing deeper to find
         m = _IMAGE_DIR_RE.match(c.name)
-        if m and int(m.group(1)) not in found and any(
-            k.name.lower().startswith("kernel") for k in _subdirs(c)):
+        if m and int(m.group(1)) not in found and any(k.name.lower().startswith("kernel") for k in _subdirs(c)):
           found[int(m.group(1))] = c
         nxt.append(c)
     level = nxt
@@ -95,31 +94,31 @@ class Builder(_common.ManualDirBuilder):
 
   VERSION = tfds.core.Version("1.1.0")
   RELEASE_NOTES = {
-      "1.0.0": "Initial release.",
-      "1.1.0": "sharp_frames and sharp_frame_numbers (every frame, for the official protocol); "
-               "ground truth extracted one folder per zip.",
+    "1.0.0": "Initial release.",
+    "1.1.0": "sharp_frames and sharp_frame_numbers (every frame, for the official protocol); "
+    "ground truth extracted one folder per zip.",
   }
 
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      "Download BlurryImages.zip and GroundTruth_pngs_Image{1..4}.zip from "
-      "https://webdav.tuebingen.mpg.de/pixel/benchmark4camerashake/ and extract "
-      "them into the manual directory (nothing is downloaded by TFDS).\n" + _LAYOUT
+    "Download BlurryImages.zip and GroundTruth_pngs_Image{1..4}.zip from "
+    "https://webdav.tuebingen.mpg.de/pixel/benchmark4camerashake/ and extract "
+    "them into the manual directory (nothing is downloaded by TFDS).\n" + _LAYOUT
   )
   EXPECTED_LAYOUT = _LAYOUT
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self._make_info(
-        description="Köhler et al. 2012 recorded camera-shake benchmark.",
-        homepage="https://webdav.tuebingen.mpg.de/pixel/benchmark4camerashake/",
-        extra_features={
-            "image_index": np.int32,
-            "kernel_index": np.int32,
-            "sharp_frame_index": np.int32,
-            "num_sharp_frames": np.int32,
-            "sharp_frames_dir": tfds.features.Text(),
-            "sharp_frames": tfds.features.Sequence(_common.image_feature()),
-            "sharp_frame_numbers": tfds.features.Sequence(np.int32),
-        },
+      description="Köhler et al. 2012 recorded camera-shake benchmark.",
+      homepage="https://webdav.tuebingen.mpg.de/pixel/benchmark4camerashake/",
+      extra_features={
+        "image_index": np.int32,
+        "kernel_index": np.int32,
+        "sharp_frame_index": np.int32,
+        "num_sharp_frames": np.int32,
+        "sharp_frames_dir": tfds.features.Text(),
+        "sharp_frames": tfds.features.Sequence(_common.image_feature()),
+        "sharp_frame_numbers": tfds.features.Sequence(np.int32),
+      },
     )
 
   def _split_generators(self, dl_manager):
@@ -145,19 +144,18 @@ class Builder(_common.ManualDirBuilder):
             frames[int(fm.group(3))] = f
       if not frames:
         raise _common.MissingPairError(
-            f"Blurry image {blurry} has no sharp frames: expected "
-            f"{frame_dir}/GroundTruth{p}_{t}_<f>.png."
+          f"Blurry image {blurry} has no sharp frames: expected {frame_dir}/GroundTruth{p}_{t}_<f>.png."
         )
       f_mid = middle_frame(list(frames))
       numbers = sorted(frames)
       extra = {
-          "image_index": p,
-          "kernel_index": t,
-          "sharp_frame_index": f_mid,
-          "num_sharp_frames": len(frames),
-          "sharp_frames_dir": _common.relpath(frame_dir, manual_dir),
-          "sharp_frame_numbers": np.asarray(numbers, np.int32),
-          "sharp_frames": [frames[f] for f in numbers],  # paths: read lazily, one shake at a time
+        "image_index": p,
+        "kernel_index": t,
+        "sharp_frame_index": f_mid,
+        "num_sharp_frames": len(frames),
+        "sharp_frames_dir": _common.relpath(frame_dir, manual_dir),
+        "sharp_frame_numbers": np.asarray(numbers, np.int32),
+        "sharp_frames": [frames[f] for f in numbers],  # paths: read lazily, one shake at a time
       }
       shots.append((p, t, (_common.relpath(blurry, manual_dir), blurry, frames[f_mid], extra)))
     if not shots:

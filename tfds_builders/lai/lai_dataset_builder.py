@@ -6,9 +6,9 @@ import dataclasses
 import re
 import sys
 
+import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
-import tensorflow_datasets as tfds
 
 try:
   from tfds_builders import _common
@@ -80,59 +80,57 @@ class Builder(_common.ManualDirBuilder):
   """Lai et al. 2016: synthetic uniform / non-uniform (with GT) and real blurred images."""
 
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      "Download the Lai et al. 2016 benchmark (synthetic and real datasets, "
-      "http://vllab.ucmerced.edu/wlai24/cvpr16_deblur_study/) and extract it into the "
-      "manual directory (nothing is downloaded by TFDS).\n" + _LAYOUT
+    "Download the Lai et al. 2016 benchmark (synthetic and real datasets, "
+    "http://vllab.ucmerced.edu/wlai24/cvpr16_deblur_study/) and extract it into the "
+    "manual directory (nothing is downloaded by TFDS).\n" + _LAYOUT
   )
   EXPECTED_LAYOUT = _LAYOUT
   BUILDER_CONFIGS = [
-      LaiConfig(
-          name="synthetic_uniform",
-          list_file="synthetic_uniform.txt",
-          folders=("synthetic_dataset/uniform",),
-          description="Synthetic uniform blur (4 kernels x 25 images), with ground truth.",
+    LaiConfig(
+      name="synthetic_uniform",
+      list_file="synthetic_uniform.txt",
+      folders=("synthetic_dataset/uniform",),
+      description="Synthetic uniform blur (4 kernels x 25 images), with ground truth.",
+    ),
+    LaiConfig(
+      name="synthetic_nonuniform",
+      list_file="synthetic_nonuniform.txt",
+      folders=(
+        "synthetic_dataset/nonuniform",
+        "synthetic_dataset/non_uniform",
+        "synthetic_dataset/non-uniform",
+        "synthetic_dataset/nonuniform_blur",
       ),
-      LaiConfig(
-          name="synthetic_nonuniform",
-          list_file="synthetic_nonuniform.txt",
-          folders=(
-              "synthetic_dataset/nonuniform",
-              "synthetic_dataset/non_uniform",
-              "synthetic_dataset/non-uniform",
-              "synthetic_dataset/nonuniform_blur",
-          ),
-          description="Synthetic non-uniform (gyro) blur, 4 x 25 images, with ground truth.",
-      ),
-      LaiConfig(
-          name="real",
-          list_file="real.txt",
-          folders=("real_dataset",),
-          has_sharp=False,
-          description="100 real blurred images, no ground truth (blurry-only, no supervised keys).",
-      ),
+      description="Synthetic non-uniform (gyro) blur, 4 x 25 images, with ground truth.",
+    ),
+    LaiConfig(
+      name="real",
+      list_file="real.txt",
+      folders=("real_dataset",),
+      has_sharp=False,
+      description="100 real blurred images, no ground truth (blurry-only, no supervised keys).",
+    ),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "synthetic_uniform"
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self._make_info(
-        description="Lai et al. 2016 comparative deblurring benchmark.",
-        homepage="http://vllab.ucmerced.edu/wlai24/cvpr16_deblur_study/",
+      description="Lai et al. 2016 comparative deblurring benchmark.",
+      homepage="http://vllab.ucmerced.edu/wlai24/cvpr16_deblur_study/",
     )
 
   def _split_generators(self, dl_manager):
     manual_dir = self._manual_dir(dl_manager)
     root = _common.find_root(manual_dir, _is_root)
     if root is None:
-      raise self._layout_error(
-          manual_dir, "Could not find the Lai et al. folders synthetic_dataset/ or real_dataset/."
-      )
+      raise self._layout_error(manual_dir, "Could not find the Lai et al. folders synthetic_dataset/ or real_dataset/.")
     cfg = self.builder_config
     folder = next((root / f for f in cfg.folders if (root / f).is_dir()), None)
     if folder is None:
       raise self._layout_error(
-          manual_dir,
-          f"Config {cfg.name}: none of {', '.join(cfg.folders)} exists under {root} "
-          f"(found in synthetic_dataset/: {_common.describe_dir(root / 'synthetic_dataset').strip()}).",
+        manual_dir,
+        f"Config {cfg.name}: none of {', '.join(cfg.folders)} exists under {root} "
+        f"(found in synthetic_dataset/: {_common.describe_dir(root / 'synthetic_dataset').strip()}).",
       )
     list_path = root / cfg.list_file
     if list_path.exists():
@@ -142,7 +140,7 @@ class Builder(_common.ManualDirBuilder):
         f = _find_file(folder, n)
         if f is None:
           raise _common.MissingPairError(
-              f"{n} (listed in {list_path}) has no image in {folder} (tried {', '.join(_EXTS[:3])})."
+            f"{n} (listed in {list_path}) has no image in {folder} (tried {', '.join(_EXTS[:3])})."
           )
         blurry_files.append(f)
     else:
@@ -156,21 +154,18 @@ class Builder(_common.ManualDirBuilder):
         m = _SUFFIX_RE.match(blurry.stem)
         if not m:
           raise _common.MissingPairError(
-              f"Cannot derive the ground-truth name of {blurry} (expected <gt>_kernel_0K or "
-              "<gt>_gyro_KK)."
+            f"Cannot derive the ground-truth name of {blurry} (expected <gt>_kernel_0K or <gt>_gyro_KK)."
           )
         sharp = _find_file(gt_dir, m.group("gt"))
         if sharp is None:
           raise _common.MissingPairError(
-              f"Blurry image {blurry} has no sharp counterpart {gt_dir / (m.group('gt') + '.png')}."
+            f"Blurry image {blurry} has no sharp counterpart {gt_dir / (m.group('gt') + '.png')}."
           )
       pairs.append((_common.relpath(blurry, manual_dir), blurry, sharp, {}))
     if not pairs:
       raise self._layout_error(manual_dir, f"Found no images for config {cfg.name} in {folder}.")
     if len(pairs) != cfg.expected_count:
-      logging.warning(
-          "lai/%s: %d images; the benchmark has %d.", cfg.name, len(pairs), cfg.expected_count
-      )
+      logging.warning("lai/%s: %d images; the benchmark has %d.", cfg.name, len(pairs), cfg.expected_count)
     return {"test": self._generate_examples("test", pairs)}
 
   def _generate_examples(self, split, pairs):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 import sys
 
+import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
-import tensorflow_datasets as tfds
 
 try:
   from tfds_builders import _common
@@ -29,9 +29,9 @@ holding the lists. Splits come only from the lists (K has gaps)."""
 
 # split -> list-file pattern ({c} = J or R)
 _SPLIT_LISTS = {
-    "train": "RealBlur_{c}_train_list.txt",
-    "test": "RealBlur_{c}_test_list.txt",
-    "test_tele": "RealBlur_{c}_Tele_test_list.txt",
+  "train": "RealBlur_{c}_train_list.txt",
+  "test": "RealBlur_{c}_test_list.txt",
+  "test_tele": "RealBlur_{c}_Tele_test_list.txt",
 }
 
 
@@ -53,9 +53,7 @@ def parse_list(list_path: epath.Path) -> list[tuple[str, str]]:
     if not parts:
       continue
     if len(parts) != 2:
-      raise _common.ManualDirError(
-          f"{list_path}:{lineno}: expected `<gt relpath> <blur relpath>`, got {line!r}."
-      )
+      raise _common.ManualDirError(f"{list_path}:{lineno}: expected `<gt relpath> <blur relpath>`, got {line!r}.")
     out.append((parts[0], parts[1]))
   return out
 
@@ -68,31 +66,27 @@ class Builder(_common.ManualDirBuilder):
   """RealBlur-J / RealBlur-R blurry/sharp pairs, split by the official lists."""
 
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      "Download RealBlur.tar.gz (https://cg.postech.ac.kr/research/realblur/) and "
-      "extract it into the manual directory (nothing is downloaded by TFDS).\n" + _LAYOUT
+    "Download RealBlur.tar.gz (https://cg.postech.ac.kr/research/realblur/) and "
+    "extract it into the manual directory (nothing is downloaded by TFDS).\n" + _LAYOUT
   )
   EXPECTED_LAYOUT = _LAYOUT
   BUILDER_CONFIGS = [
-      RealBlurConfig(name="j", camera="J", description="RealBlur-J (camera JPEG images)."),
-      RealBlurConfig(
-          name="r", camera="R", description="RealBlur-R (RAW images, BM3D-denoised)."
-      ),
+    RealBlurConfig(name="j", camera="J", description="RealBlur-J (camera JPEG images)."),
+    RealBlurConfig(name="r", camera="R", description="RealBlur-R (RAW images, BM3D-denoised)."),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "j"
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self._make_info(
-        description="RealBlur real-world motion-blur pairs (Rim et al. 2020).",
-        homepage="https://cg.postech.ac.kr/research/realblur/",
+      description="RealBlur real-world motion-blur pairs (Rim et al. 2020).",
+      homepage="https://cg.postech.ac.kr/research/realblur/",
     )
 
   def _split_generators(self, dl_manager):
     manual_dir = self._manual_dir(dl_manager)
     root = _common.find_root(manual_dir, _is_root, subdirs=("RealBlur",))
     if root is None:
-      raise self._layout_error(
-          manual_dir, "Could not find the RealBlur list files (RealBlur_*_list.txt)."
-      )
+      raise self._layout_error(manual_dir, "Could not find the RealBlur list files (RealBlur_*_list.txt).")
     cam = self.builder_config.camera
     splits = {}
     for split, pattern in _SPLIT_LISTS.items():
@@ -109,14 +103,17 @@ class Builder(_common.ManualDirBuilder):
       splits[split] = pairs
       if split in EXPECTED_COUNTS and len(pairs) != EXPECTED_COUNTS[split]:
         logging.warning(
-            "realblur/%s: split %s has %d pairs; the official list has %d.",
-            self.builder_config.name, split, len(pairs), EXPECTED_COUNTS[split],
+          "realblur/%s: split %s has %d pairs; the official list has %d.",
+          self.builder_config.name,
+          split,
+          len(pairs),
+          EXPECTED_COUNTS[split],
         )
     if not splits:
       raise self._layout_error(
-          manual_dir,
-          f"Found list files in {root} but none for RealBlur-{cam} "
-          f"({', '.join(p.format(c=cam) for p in _SPLIT_LISTS.values())}).",
+        manual_dir,
+        f"Found list files in {root} but none for RealBlur-{cam} "
+        f"({', '.join(p.format(c=cam) for p in _SPLIT_LISTS.values())}).",
       )
     return {split: self._generate_examples(split, pairs) for split, pairs in splits.items()}
 

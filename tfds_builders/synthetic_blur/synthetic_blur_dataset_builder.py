@@ -27,10 +27,10 @@ import importlib.util
 import io
 import sys
 
-from absl import logging
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
+from etils import epath
 
 try:
   from tfds_builders import _common
@@ -40,14 +40,14 @@ except ImportError:  # `tfds build tfds_builders/synthetic_blur` without the rep
 
 # (package, path inside the package): natural colour photos shipped with the wheels.
 PACKAGED_PHOTOS = (
-    ("skimage", "data/astronaut.png"),
-    ("skimage", "data/chelsea.png"),
-    ("skimage", "data/coffee.png"),
-    ("skimage", "data/motorcycle_left.png"),
-    ("skimage", "data/rocket.jpg"),
-    ("skimage", "data/hubble_deep_field.jpg"),
-    ("sklearn", "datasets/images/china.jpg"),
-    ("sklearn", "datasets/images/flower.jpg"),
+  ("skimage", "data/astronaut.png"),
+  ("skimage", "data/chelsea.png"),
+  ("skimage", "data/coffee.png"),
+  ("skimage", "data/motorcycle_left.png"),
+  ("skimage", "data/rocket.jpg"),
+  ("skimage", "data/hubble_deep_field.jpg"),
+  ("sklearn", "datasets/images/china.jpg"),
+  ("sklearn", "datasets/images/flower.jpg"),
 )
 
 _LAYOUT = """\
@@ -75,11 +75,11 @@ def _family_config(family: str | None, name: str, desc: str, **kwargs) -> Synthe
 
 
 _FAMILY_DESCRIPTIONS = (
-    ("trajectory", "Random camera-shake trajectories (Boracchi & Foi 2012)."),
-    ("linear", "Linear motion blur (length, angle)."),
-    ("gaussian", "Gaussian blur."),
-    ("defocus", "Defocus (disk) blur."),
-    (None, "One family drawn per sample from bdirnet_jax.blur.FAMILIES."),
+  ("trajectory", "Random camera-shake trajectories (Boracchi & Foi 2012)."),
+  ("linear", "Linear motion blur (length, angle)."),
+  ("gaussian", "Gaussian blur."),
+  ("defocus", "Defocus (disk) blur."),
+  (None, "One family drawn per sample from bdirnet_jax.blur.FAMILIES."),
 )
 
 
@@ -127,30 +127,26 @@ class Builder(_common.ManualDirBuilder):
   """Blurry/sharp pairs synthesised from sharp photos (trajectory, linear, ... blur)."""
 
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      "Optional: put sharp photos in the manual directory (nothing is downloaded by "
-      "TFDS).\n" + _LAYOUT
+    "Optional: put sharp photos in the manual directory (nothing is downloaded by TFDS).\n" + _LAYOUT
   )
   EXPECTED_LAYOUT = _LAYOUT
   # 31x31 kernels (the GoPro-like scale), and 15x15 kernels with 8 test variants per photo: the scale a small
   # model learns within minutes on a CPU (the embedded default, configs/default.py).
-  BUILDER_CONFIGS = [
-      _family_config(family, family or "mixed", desc) for family, desc in _FAMILY_DESCRIPTIONS
-  ] + [
-      _family_config(family, f"{family or 'mixed'}_k15", desc + " 15x15 kernels.", kernel_size=15,
-                     test_variants=8)
-      for family, desc in _FAMILY_DESCRIPTIONS
+  BUILDER_CONFIGS = [_family_config(family, family or "mixed", desc) for family, desc in _FAMILY_DESCRIPTIONS] + [
+    _family_config(family, f"{family or 'mixed'}_k15", desc + " 15x15 kernels.", kernel_size=15, test_variants=8)
+    for family, desc in _FAMILY_DESCRIPTIONS
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "mixed"
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self._make_info(
-        description="Synthetic blur pairs made with bdirnet_jax.blur.synthesize_blurry.",
-        homepage="",
-        extra_features={
-            "variant": np.int32,
-            "blur_family": tfds.features.Text(),
-            "seed": np.int64,
-        },
+      description="Synthetic blur pairs made with bdirnet_jax.blur.synthesize_blurry.",
+      homepage="",
+      extra_features={
+        "variant": np.int32,
+        "blur_family": tfds.features.Text(),
+        "seed": np.int64,
+      },
     )
 
   def _sources(self, dl_manager) -> list[tuple[str, epath.Path]]:
@@ -164,19 +160,17 @@ class Builder(_common.ManualDirBuilder):
         raise self._layout_error(manual_dir, f"{manual_dir} is not a directory.")
       images = _common.list_images(manual_dir, recursive=True)
       if not images:
-        raise self._layout_error(
-            manual_dir, f"The manual directory {manual_dir} holds no image files."
-        )
+        raise self._layout_error(manual_dir, f"The manual directory {manual_dir} holds no image files.")
       return [(_common.relpath(p, manual_dir), p) for p in images]
     logging.info(
-        "synthetic_blur: manual dir %s absent or empty; using photos shipped with "
-        "scikit-image / scikit-learn.", raw,
+      "synthetic_blur: manual dir %s absent or empty; using photos shipped with scikit-image / scikit-learn.",
+      raw,
     )
     photos = packaged_photo_paths()
     if not photos:
       raise _common.ManualDirError(
-          "synthetic_blur: no manual directory and none of the packaged photos is "
-          f"installed ({', '.join(p for _, p in PACKAGED_PHOTOS)})."
+        "synthetic_blur: no manual directory and none of the packaged photos is "
+        f"installed ({', '.join(p for _, p in PACKAGED_PHOTOS)})."
       )
     return photos
 
@@ -184,9 +178,7 @@ class Builder(_common.ManualDirBuilder):
     sources = dict(self._sources(dl_manager))
     splits = assign_splits(sorted(sources), self.builder_config.test_fraction)
     return {
-        split: self._generate_examples(split, [(i, sources[i]) for i in ids])
-        for split, ids in splits.items()
-        if ids
+      split: self._generate_examples(split, [(i, sources[i]) for i in ids]) for split, ids in splits.items() if ids
     }
 
   def _generate_examples(self, split, sources):
@@ -211,15 +203,18 @@ class Builder(_common.ManualDirBuilder):
         out = np.asarray(out)
         if out.dtype != np.uint8 or out.shape != sharp_arr.shape:
           raise _common.SizeMismatchError(
-              f"synthesize_blurry(family={family!r}) returned {out.dtype} {out.shape} "
-              f"for {path} of shape {sharp_arr.shape}; expected uint8 of the same shape."
+            f"synthesize_blurry(family={family!r}) returned {out.dtype} {out.shape} "
+            f"for {path} of shape {sharp_arr.shape}; expected uint8 of the same shape."
           )
-        yield f"{image_id}#{v}", {
+        yield (
+          f"{image_id}#{v}",
+          {
             "blurry": _common.encode_png(out),
             "sharp": sharp.png_bytes,
             "image_id": image_id,
             "variant": v,
             "blur_family": family,
             "seed": seed & 0x7FFFFFFFFFFFFFFF,
-        }
+          },
+        )
     stats.log()

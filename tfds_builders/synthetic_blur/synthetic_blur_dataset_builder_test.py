@@ -18,9 +18,7 @@ from tfds_builders.synthetic_blur import synthetic_blur_dataset_builder
 STAND_IN_FAMILIES = ("trajectory", "linear", "gaussian", "defocus")
 
 
-def _stand_in_synthesize_blurry(
-    sharp_uint8, rng, *, family="mixed", kernel_size=31, gaussian_sigma=0.01, **_
-):
+def _stand_in_synthesize_blurry(sharp_uint8, rng, *, family="mixed", kernel_size=31, gaussian_sigma=0.01, **_):
   """Box blur of random size + Gaussian noise; deterministic in `rng`."""
   if family not in STAND_IN_FAMILIES:
     family = STAND_IN_FAMILIES[int(rng.integers(len(STAND_IN_FAMILIES)))]
