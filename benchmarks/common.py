@@ -1,0 +1,26 @@
+"""What every benchmark script shares: flags that parse from the command line or from a list (tests)."""
+
+import json
+import sys
+from collections.abc import Callable
+
+from absl import flags
+
+
+def parse(define: Callable[[flags.FlagValues], None], argv: list[str] | None) -> flags.FlagValues:
+  """The global FLAGS (parsed by app.run) when `argv` is None, else a fresh FlagValues parsed from `argv`.
+
+  A fresh set per call lets tests call several scripts' `main` in one process without duplicate-flag errors.
+  """
+  if argv is None:
+    return flags.FLAGS
+  values = flags.FlagValues()
+  define(values)
+  values([sys.argv[0], *argv])
+  return values
+
+
+def emit(row: dict) -> dict:
+  """Prints one JSON line on stdout: run_all collects these, so nothing else a script prints starts with `{`."""
+  print(json.dumps(row), flush=True)
+  return row
