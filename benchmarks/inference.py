@@ -12,18 +12,27 @@ estimate says do not fit are skipped. Params are randomly initialised (timing do
 medians over --repeats runs after a first (compiling) call, each synchronised by copying the result to the host:
 `ms_per_image` is Predictor.deblur end to end (host float conversion, padding, transfer, device, blending; no PNG
 decode or encode), `device_ms_per_image` the jitted forward alone on a device-resident batch (whole images).
-`compile_s` is the first call minus a steady one. Peak memory is the device's peak_bytes_in_use where the backend
+`compile_s` is the first call minus a steady one: of the jitted forward for whole images (measured before the
+predict path, which then reuses the executable), of the predict path for tiled ones. `--scan` (default) compiles
+one block body per repeated stage. Peak memory is the device's peak_bytes_in_use where the backend
 reports it, else the process's peak host RSS, which only grows: pass --isolate to run each size in a fresh process.
 `compilations` counts the padded shapes Predictor would compile for a folder of --mixed images of assorted sizes.
 Prints one JSON line per measurement, then a table. TensorFlow is never imported.
 """
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import time
+
+from absl import app
+from absl import flags
+from absl import logging
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import common  # noqa: E402
 
 
 def _peak_memory(jax):
@@ -68,24 +77,45 @@ def _mixed_sizes(n, seed=0):
   return sizes
 
 
-def main(argv=None):
-  p = argparse.ArgumentParser()
-  p.add_argument("--preset", default="small", choices=["tiny", "small", "base"])
-  p.add_argument("--config", default=None, help="config file whose `model` block gives the architecture")
-  p.add_argument("--dtype", default="float32", help="float32, bfloat16, or a comma-separated list of both")
-  p.add_argument("--sizes", default="256x256,720x1280,4000x3000@1024")
-  p.add_argument("--batches", default="1,8", help="images (whole) or tiles (tiled) per step")
-  p.add_argument("--tile_overlap", type=int, default=32)
-  p.add_argument("--repeats", type=int, default=3, help="0: time the first call only (compile included)")
-  p.add_argument("--mixed", type=int, default=48, help="images in the mixed-size folder for the compilation count")
-  p.add_argument("--device_count", "--device-count", type=int, default=None, help="fake CPU devices")
-  p.add_argument("--isolate", action="store_true", help="each size in its own process (per-size peak memory)")
-  args = p.parse_args(argv)
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_enum("preset", "small", ["tiny", "small", "base"], "Model preset.", flag_values=fv)
+  flags.DEFINE_string("config", None, "Config file whose `model` block gives the architecture.", flag_values=fv)
+  flags.DEFINE_string("dtype", "float32", "float32, bfloat16, or a comma-separated list of both.", flag_values=fv)
+  flags.DEFINE_string("sizes", "256x256,720x1280,4000x3000@1024", "HxW[@tile], comma-separated.", flag_values=fv)
+  flags.DEFINE_string("batches", "1,8", "Images (whole) or tiles (tiled) per step.", flag_values=fv)
+  flags.DEFINE_integer("tile_overlap", 32, "Overlap between tiles.", flag_values=fv)
+  flags.DEFINE_integer("repeats", 3, "0: time the first call only (compile included).", flag_values=fv)
+  flags.DEFINE_integer("mixed", 48, "Images in the mixed-size folder for the compilation count.", flag_values=fv)
+  flags.DEFINE_integer("device_count", None, "Fake CPU devices.", flag_values=fv)
+  flags.DEFINE_bool("isolate", False, "Each size in its own process (per-size peak memory).", flag_values=fv)
+  flags.DEFINE_bool(
+    "scan",
+    True,
+    "nn.scan over repeated blocks: compile time flat in depth (the unrolled base forward took minutes to compile "
+    "per shape on a GPU). --noscan times the unrolled network.",
+    flag_values=fv,
+  )
+  flags.DEFINE_bool(
+    "memory_check",
+    True,
+    "Compile a probe-sized forward to estimate device memory and skip batches that would not fit (one more "
+    "compile; --nomemory_check on a large-memory card).",
+    flag_values=fv,
+  )
+  flags.DEFINE_alias("device-count", "device_count", flag_values=fv)
 
+
+def main(argv=None):
+  args = common.parse(define_flags, argv)
   if args.isolate:
     rows = []
     for i, (_, _, _, item) in enumerate(_parse_sizes(args.sizes)):
-      child = [f"--{k}={v}" for k, v in vars(args).items() if k not in ("isolate", "sizes", "mixed") and v is not None]
+      child = [
+        f"--{name}={args[name].value}"
+        for name in ("preset", "config", "dtype", "batches", "tile_overlap", "repeats", "device_count")
+        if args[name].value is not None
+      ]
+      child += ["--scan" if args.scan else "--noscan", "--memory_check" if args.memory_check else "--nomemory_check"]
       child += [f"--sizes={item}", f"--mixed={args.mixed if i == 0 else 0}"]
       out = subprocess.run(
         [sys.executable, os.path.abspath(__file__), *child], capture_output=True, text=True, check=False
@@ -104,7 +134,6 @@ def main(argv=None):
     os.environ["XLA_FLAGS"] = (
       os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={args.device_count}"
     ).strip()
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   # pylint: disable=g-import-not-at-top
   import jax
   import jax.numpy as jnp
@@ -120,21 +149,22 @@ def main(argv=None):
   if args.config:
     import importlib.util
 
+    if not os.path.isfile(args.config):
+      raise FileNotFoundError(f"--config: no config file at {args.config!r}")
     spec = importlib.util.spec_from_file_location("bench_config", args.config)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     model_config = module.get_config().model
     model_config.preset = args.preset
-    model_config.scan = False  # inference: unrolled (scan only matters for compile time of deep stacks)
   else:
     model_config = ml_collections.ConfigDict({"preset": args.preset})
+  model_config.scan = bool(args.scan)
   rows = []
   for dtype in args.dtype.split(","):
     rows += _run_dtype(
       args, dtype.strip(), model_config, jax, jnp, np, inference, predict, sharding_lib, tiling, create_model
     )
-  if argv is None:
-    _table(rows)
+  _table(rows)
   return rows
 
 
@@ -149,20 +179,24 @@ def _run_dtype(args, dtype, model_config, jax, jnp, np, inference, predict, shar
   mesh = sharding_lib.create_mesh((-1, 1), devices=devices)
   params = jax.device_put(params, sharding_lib.replicated(mesh))
   jitted = inference.jit_deblur(model, mesh)
-  memory = predict.estimate_memory(jitted, params, mesh, m)
+  memory = predict.estimate_memory(jitted, params, mesh, m) if args.memory_check else None
   apply = lambda x: jitted(params, x)
   n_dev = len(devices)
-  common = dict(
-    preset=args.preset, dtype=dtype, devices=n_dev, platform=devices[0].platform, device_kind=devices[0].device_kind
+  common_row = dict(
+    preset=args.preset,
+    dtype=dtype,
+    scan=bool(args.scan),
+    devices=n_dev,
+    platform=devices[0].platform,
+    device_kind=devices[0].device_kind,
+    jax_version=jax.__version__,
   )
   if args.config:
-    common["config"] = args.config
+    common_row["config"] = args.config
   rows = []
 
   def emit(row):
-    row = {**common, **row}
-    print(json.dumps(row), flush=True)
-    rows.append(row)
+    rows.append(common.emit({**common_row, **row}))
 
   rng = np.random.default_rng(0)
   for h, w, tile, item in _parse_sizes(args.sizes):
@@ -174,7 +208,7 @@ def _run_dtype(args, dtype, model_config, jax, jnp, np, inference, predict, shar
       else:
         grid_px = predict.bucket_side(h, m) * predict.bucket_side(w, m)
         images = [image] * batch
-      if memory.images_that_fit(grid_px) < batch // n_dev:
+      if memory is not None and memory.images_that_fit(grid_px) < batch // n_dev:
         emit(
           dict(
             size=item,
@@ -186,6 +220,33 @@ def _run_dtype(args, dtype, model_config, jax, jnp, np, inference, predict, shar
           )
         )
         continue
+      row = dict(size=item, tile=tile or None, batch=batch, images_per_call=len(images))
+      if not tile:
+        # The jitted forward alone first, on a device-resident batch: its first call is the (only) compile of this
+        # shape, timed apart from the steady device time; the predict path below reuses that executable.
+        x = jax.device_put(
+          np.zeros((batch, predict.bucket_side(h, m), predict.bucket_side(w, m), 3), np.float32),
+          sharding_lib.batch_sharding(mesh),
+        )
+        t = time.perf_counter()
+        jax.block_until_ready(jitted(params, x))
+        device_first = time.perf_counter() - t
+        device_times = []
+        for _ in range(max(1, args.repeats)):
+          t = time.perf_counter()
+          jax.block_until_ready(jitted(params, x))
+          device_times.append(time.perf_counter() - t)
+        device_steady = float(np.median(device_times))
+        row["device_ms_per_image"] = round(1e3 * device_steady / batch, 2)
+        row["compile_s"] = round(device_first - device_steady, 2)
+        logging.info(
+          "%s %s batch %d: compile %.1f s, device %.2f ms/image",
+          item,
+          dtype,
+          batch,
+          device_first,
+          row["device_ms_per_image"],
+        )
       predictor = predict.Predictor(
         apply, multiple=m, batch_multiple=n_dev, tile=tile, batch_size=batch, tile_overlap=args.tile_overlap
       )
@@ -198,32 +259,16 @@ def _run_dtype(args, dtype, model_config, jax, jnp, np, inference, predict, shar
         predictor.deblur(images)
         times.append(time.perf_counter() - t)
       steady = float(np.median(times)) if times else first  # --repeats=0: one call, compile included
-      row = dict(
-        size=item,
-        tile=tile or None,
-        batch=batch,
-        images_per_call=len(images),
+      row.update(
         ms_per_image=round(1e3 * steady / len(images), 2),
         images_per_s=round(len(images) / steady, 3),
         first_call_s=round(first, 2),
-        compile_s=round(first - steady, 2) if times else None,
         compilations=predictor.compilations,
         shapes=sorted(predictor.shapes),
       )
       if tile:
         row["tiles"] = tiling.make_grid(h, w, tile, args.tile_overlap, align=m).num_tiles
-      elif args.repeats:
-        x = jax.device_put(
-          np.zeros((batch, predict.bucket_side(h, m), predict.bucket_side(w, m), 3), np.float32),
-          sharding_lib.batch_sharding(mesh),
-        )
-        jax.block_until_ready(jitted(params, x))
-        device_times = []
-        for _ in range(args.repeats):
-          t = time.perf_counter()
-          jax.block_until_ready(jitted(params, x))
-          device_times.append(time.perf_counter() - t)
-        row["device_ms_per_image"] = round(1e3 * float(np.median(device_times)) / batch, 2)
+        row["compile_s"] = round(first - steady, 2) if times else None
       row["peak_bytes"], row["peak_kind"] = _peak_memory(jax)
       emit(row)
 
@@ -251,21 +296,25 @@ def _run_dtype(args, dtype, model_config, jax, jnp, np, inference, predict, shar
 
 
 def _table(rows):
-  print("\n| size | dtype | tile | batch | ms/image | images/s | device ms/image | compile s | peak MB |")
-  print("|---|---|---|---|---|---|---|---|---|")
+  lines = [
+    "| size | dtype | tile | batch | ms/image | images/s | device ms/image | compile s | peak MB |",
+    "|---|---|---|---|---|---|---|---|---|",
+  ]
   for r in rows:
     if "ms_per_image" in r:
       peak = f"{r['peak_bytes'] / 1e6:.0f} ({r['peak_kind']})"
-      print(
+      lines.append(
         f"| {r['size']} | {r['dtype']} | {r['tile'] or '-'} | {r['batch']} | {r['ms_per_image']} | "
         f"{r['images_per_s']} | "
         f"{r.get('device_ms_per_image', '-')} | {'-' if r['compile_s'] is None else r['compile_s']} | {peak} |"
       )
     elif "skipped" in r:
-      print(f"| {r['size']} | {r['dtype']} | {r['tile'] or '-'} | {r['batch']} | skipped: {r['skipped']} | | | | |")
+      lines.append(f"| {r['size']} | {r['dtype']} | {r['tile'] or '-'} | {r['batch']} | skipped: {r['skipped']} |")
     elif "compilations" in r:
-      print(f"| {r['size']} ({r['distinct_sizes']} distinct sizes) | | | | {r['compilations']} compilations | | | | |")
+      lines.append(f"| {r['size']} ({r['distinct_sizes']} distinct sizes) | | | | {r['compilations']} compilations |")
+  logging.info("\n%s", "\n".join(lines))
 
 
 if __name__ == "__main__":
-  main()
+  define_flags(flags.FLAGS)
+  app.run(lambda _: main() and None)
