@@ -3,7 +3,7 @@ number of grain worker processes.
 
   python benchmarks/input_pipeline.py                      # skimage photos, workers 0 and 2
   python benchmarks/input_pipeline.py --dataset gopro --data_dir ~/tensorflow_datasets
-  python benchmarks/input_pipeline.py --steps 2 --warmup 1 --workers 0   # smoke test
+  python benchmarks/input_pipeline.py --steps=2 --warmup=1 --workers=0   # smoke test
 
 Prints one JSON line per configuration, then a table. Host-side only: the device blur
 (``blur.blur_batch``) is not included; pass --device_blur to time it on the default JAX backend.
@@ -11,15 +11,18 @@ Prints one JSON line per configuration, then a table. Host-side only: the device
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import time
 
 import numpy as np
+from absl import app
+from absl import flags
+from absl import logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import common  # noqa: E402
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
 
@@ -155,24 +158,25 @@ def time_device_blur(args) -> dict:
   }
 
 
-def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--dataset", default=None, help="TFDS name[/config]; default: skimage photos")
-  p.add_argument("--data_dir", default=None)
-  p.add_argument("--split", default="train")
-  p.add_argument("--crop", type=int, default=256)
-  p.add_argument("--batch_size", type=int, default=8)
-  p.add_argument("--steps", type=int, default=20)
-  p.add_argument("--warmup", type=int, default=3)
-  p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-  p.add_argument("--threads", type=int, default=2, help="grain read threads per process")
-  p.add_argument("--prefetch", type=int, default=2)
-  p.add_argument("--family", default="mixed")
-  p.add_argument("--kernel_size", type=int, default=31)
-  p.add_argument("--copies", type=int, default=8, help="photo list repeats (photos source only)")
-  p.add_argument("--device_blur", action="store_true")
-  args = p.parse_args(argv)
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("dataset", None, "TFDS name[/config]; default: skimage photos.", flag_values=fv)
+  flags.DEFINE_string("data_dir", None, "TFDS data_dir.", flag_values=fv)
+  flags.DEFINE_string("split", "train", "Split.", flag_values=fv)
+  flags.DEFINE_integer("crop", 256, "Crop side.", flag_values=fv)
+  flags.DEFINE_integer("batch_size", 8, "Crops per batch.", flag_values=fv)
+  flags.DEFINE_integer("steps", 20, "Timed batches.", flag_values=fv)
+  flags.DEFINE_integer("warmup", 3, "Batches before timing.", flag_values=fv)
+  flags.DEFINE_list("workers", ["0", "2"], "Grain worker process counts to time.", flag_values=fv)
+  flags.DEFINE_integer("threads", 2, "Grain read threads per process.", flag_values=fv)
+  flags.DEFINE_integer("prefetch", 2, "Grain prefetch.", flag_values=fv)
+  flags.DEFINE_string("family", "mixed", "On-the-fly blur family.", flag_values=fv)
+  flags.DEFINE_integer("kernel_size", 31, "On-the-fly blur kernel size.", flag_values=fv)
+  flags.DEFINE_integer("copies", 8, "Photo list repeats (photos source only).", flag_values=fv)
+  flags.DEFINE_bool("device_blur", False, "Also time blur.blur_batch on the default JAX backend.", flag_values=fv)
 
+
+def main(argv=None):
+  args = common.parse(define_flags, argv)
   if args.dataset:
     from bdirnet_jax import input_pipeline as ip
 
@@ -181,21 +185,22 @@ def main(argv=None):
     source = photo_source(args.copies)
 
   rows = []
-  for workers in args.workers:
+  for workers in (int(w) for w in args.workers):
     for on_the_fly in (False, True):
-      row = run_one(args, source, workers, on_the_fly)
-      print(json.dumps(row), flush=True)
-      rows.append(row)
+      rows.append(common.emit(run_one(args, source, workers, on_the_fly)))
   if args.device_blur:
-    print(json.dumps(time_device_blur(args)), flush=True)
+    common.emit(time_device_blur(args))
 
-  print(f"\n{'workers':>7} {'otf_blur':>8} {'crops/s':>9} {'batch/s':>8} {'startup_s':>9}")
+  lines = [f"{'workers':>7} {'otf_blur':>8} {'crops/s':>9} {'batch/s':>8} {'startup_s':>9}"]
   for r in rows:
-    print(
+    lines.append(
       f"{r['workers']:>7} {str(r['on_the_fly_blur']):>8} {r['crops_per_s']:>9.1f} "
       f"{r['batches_per_s']:>8.2f} {r['startup_s']:>9.2f}"
     )
+  logging.info("\n%s", "\n".join(lines))
+  return rows
 
 
 if __name__ == "__main__":
-  main()
+  define_flags(flags.FLAGS)
+  app.run(lambda _: main() and None)
