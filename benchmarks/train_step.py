@@ -44,6 +44,15 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_string("hlo_out", None, "Also write the compiled HLO text to this file.", flag_values=fv)
   flags.DEFINE_bool("compile_only", False, "Compile, report compile_s, stop.", flag_values=fv)
   flags.DEFINE_float("flops", None, "Model FLOPs per step, if known (skips counting them).", flag_values=fv)
+  flags.DEFINE_bool(
+    "count_flops",
+    True,
+    "Count model FLOPs (on the CPU backend) after the steps; off: run_all counts them apart.",
+    flag_values=fv,
+  )
+  flags.DEFINE_bool(
+    "flops_only", False, "Only count the model FLOPs per step (CPU backend), print them, stop.", flag_values=fv
+  )
   flags.DEFINE_enum("scan", None, ["true", "false"], "Override config.model.scan.", flag_values=fv)
   flags.DEFINE_enum("remat", None, ["true", "false"], "Override config.model.remat.", flag_values=fv)
   for alias, name in (("device-count", "device_count"), ("compile-only", "compile_only"), ("hlo-out", "hlo_out")):
@@ -61,22 +70,8 @@ def load_config(path: str):
   return mod.get_config()
 
 
-def main(argv=None):
-  fv = common.parse(define_flags, argv)
-  if fv.device_count:
-    os.environ["XLA_FLAGS"] = (
-      os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={fv.device_count}"
-    ).strip()
-  # pylint: disable=g-import-not-at-top
-  import jax
-  import numpy as np
-
-  from bdirnet_jax import input_pipeline
-  from bdirnet_jax import sharding as sharding_lib
-  from bdirnet_jax import train
-  from bdirnet_jax.train_step import jit_train_step
-
-  config = load_config(fv.config)
+def apply_overrides(config, fv: flags.FlagValues):
+  """The config with the command line's dtype, preset, batch, crop, scan and remat."""
   if fv.dtype:
     config.compute_dtype = fv.dtype
   if fv.preset:
@@ -89,6 +84,20 @@ def main(argv=None):
     config.model.scan = fv.scan == "true"
   if fv.remat:
     config.model.remat = fv.remat == "true"
+  return config
+
+
+def build(config):
+  """(jitted step, initialised state, a random uint8 batch, step rng) over all devices."""
+  # pylint: disable=g-import-not-at-top
+  import jax
+  import numpy as np
+
+  from bdirnet_jax import input_pipeline
+  from bdirnet_jax import sharding as sharding_lib
+  from bdirnet_jax import train
+  from bdirnet_jax.train_step import jit_train_step
+
   mesh = sharding_lib.create_mesh(config.mesh_shape)
   init_rng, step_rng = jax.random.split(jax.random.key(0))
   model, tx, _, shardings, init = train.create_state(config, mesh, init_rng)
@@ -103,6 +112,39 @@ def main(argv=None):
     },
     sharding_lib.batch_sharding(mesh),
   )
+  return step, state, batch, step_rng
+
+
+def main(argv=None):
+  fv = common.parse(define_flags, argv)
+  if fv.device_count:
+    os.environ["XLA_FLAGS"] = (
+      os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={fv.device_count}"
+    ).strip()
+  # pylint: disable=g-import-not-at-top
+  import jax
+  import numpy as np
+
+  config = apply_overrides(load_config(fv.config), fv)
+  if fv.flops_only:
+    t = time.perf_counter()
+    flops, source = model_flops(config)
+    return common.emit(
+      dict(
+        bench="flops",
+        config=fv.config,
+        preset=config.model.preset,
+        dtype=config.compute_dtype,
+        batch=config.batch_size,
+        crop=config.dataset.crop_size,
+        flops_per_step=flops,
+        flops_source=source,
+        count_s=round(time.perf_counter() - t, 1),
+        jax_version=jax.__version__,
+      )
+    )
+  step, state, batch, step_rng = build(config)
+  b, c = config.batch_size, config.dataset.crop_size
   t = time.perf_counter()
   lowered = step.lower(state, batch, step_rng)
   lower_s = time.perf_counter() - t
@@ -138,7 +180,12 @@ def main(argv=None):
     common.emit(out)
     return out
   compiled_flops = _flops(compiled.cost_analysis())
-  flops, source = (fv.flops, "--flops") if fv.flops else model_flops(config)
+  if fv.flops:
+    flops, source = fv.flops, "--flops"
+  elif fv.count_flops:
+    flops, source = model_flops(config)
+  else:
+    flops, source = None, "not counted here (--nocount_flops)"
   state, m = compiled(state, batch, step_rng)
   jax.block_until_ready(m)
   times = []
