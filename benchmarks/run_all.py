@@ -1,34 +1,47 @@
-"""Every benchmark in one command, for a lent GPU (about 8 minutes) or, with --quick, this CPU (a smoke run).
+"""Every benchmark in one command, for one GPU sitting of at most 8 minutes, or, with --quick, this CPU (smoke run).
 
-  python benchmarks/run_all.py [--quick] [--out=FILE.json] [--md=FILE.md] [--only=train,inference,input]
-                               [--deadline=SECONDS]
+  python benchmarks/run_all.py [--quick] [--out=FILE.json] [--md=FILE.md] [--jsonl=FILE.jsonl]
+                               [--only=train,inference,compile,profile,input,flops] [--budget=SECONDS]
 
-Runs each measurement in its own process (its own XLA flags and device memory peak), collects the JSON lines they
-print, and writes one JSON file (`--out`: machine, every row, the side-by-side summary) and one markdown file
-(`--md`: the summary table against the targets, then one table per workload), rewritten after every process so a
-run cut short still leaves what it measured. GPU plan, most important first:
+Runs each row of the plan in its own process (its own XLA flags and device memory peak) under its own time cap, in
+priority order, and stops starting rows when the budget is spent. Every JSON line a row's process prints is
+appended to `--jsonl` the moment it is printed, and every row that is skipped or fails is written there with the
+reason, so a sitting cut short still returns what it measured; `--out` (machine, summary, every row) and `--md`
+(the summary table, then one table per workload) are rewritten after each row. The GPU plan:
 
-  - train step, BDIRNet-base (configs/gopro.py: batch 32 of 256x256, scan) and the U-Net baseline at the base
-    preset (configs/unet_baseline.py, same batch, crop and scan), bfloat16, then float32: images/s, model
-    TFLOP/s, compile seconds (no persistent cache), peak device memory;
-  - inference, both networks, 256x256 and 720x1280 at batch 1 and 8, bfloat16 and float32 (device ms/image of the
-    jitted forward, and the whole predict path);
-  - the input pipeline (grain, 256x256 crops, 0 and 8 workers, with and without on-the-fly blur).
+  1. train step, BDIRNet-base bf16 (configs/gopro.py: batch 32 of 256x256, scan), cold compile, writing the
+     persistent compilation cache;
+  2. inference, BDIRNet-base bf16, 720x1280, batch 1: compile seconds apart from device ms/frame and the predict
+     path;
+  3. train step, U-Net baseline base bf16 (configs/unet_baseline.py, same batch, crop and scan);
+  4. compile from the persistent cache in a second process (row 1's step, compile only);
+  5. profile of row 1's step (cache hit), the top 10 kernels;
+  6. compile and step time with --xla_gpu_autotune_level=0;
+  7. inference, BDIRNet-base bf16, 720x1280, batch 8;
+  8. the input pipeline on the host's cores (grain, 256x256 crops, 0 and 8 workers, with and without blur).
 
-`--deadline` skips whatever would start after that many seconds (the GPU lease is short). Nothing here imports
-TensorFlow, TensorFlow Datasets or clu; ml_collections and grain must be importable (on the GPU image: carried
-wheels, BENCHMARKS.md "GPU run"). JAX_COMPILATION_CACHE_DIR is removed from the children's environment so compile
-times are cold.
+Model FLOPs per step are counted on the host's CPU backend in a background process started after row 1 (so row 1's
+compile has the host to itself), and model TFLOP/s is filled in from them for the train rows. `--quick` runs the
+same plan with tiny sizes on the CPU (rows that only mean something on a GPU are skipped with the reason). Nothing
+here imports TensorFlow, TensorFlow Datasets or clu; ml_collections and grain must be importable (on the GPU image:
+carried wheels, BENCHMARKS.md). JAX_COMPILATION_CACHE_DIR is replaced by a fresh folder of this run's own, so row 1
+compiles cold.
 """
 
-import argparse
 import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+
+from absl import app
+from absl import flags
+from absl import logging
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -36,178 +49,262 @@ ROOT = os.path.dirname(HERE)
 BDIRNET, UNET = "bdirnet", "unet_baseline"
 MODEL_NAMES = {BDIRNET: "BDIRNet-base", UNET: "U-Net baseline (base)"}
 TARGETS = {"train_tflops_bf16": 65.0, "infer_720p_bf16_b8_ms": 7.0, "compile_s": 30.0, "input_over_train": 2.0}
+CACHE = "{cache}"  # replaced by the run's persistent compilation cache folder
+WORKLOADS = ("train", "inference", "compile", "profile", "input", "flops")
 
 
 def _plan(quick: bool, cpus: int) -> list[dict]:
-  """(workload, model, command) in priority order: the bf16 rows the targets are about come first."""
+  """The rows in priority order. cap: seconds the row may run; min_s: not started with less than this left."""
+  cache = {"JAX_COMPILATION_CACHE_DIR": CACHE}
   if quick:
-    return [
-      dict(bench="train", model=BDIRNET, cmd=["train_step.py", "--config=configs/tiny.py", "--steps=2"]),
-      dict(
-        bench="train",
-        model=UNET,
-        cmd=[
-          "train_step.py",
-          "--config=configs/unet_baseline.py",
-          "--preset=tiny",
-          "--batch_size=4",
-          "--crop=32",
-          "--steps=2",
-        ],
-      ),
-      dict(
-        bench="inference",
-        model=BDIRNET,
-        cmd=[
-          "inference.py",
-          "--preset=tiny",
-          "--dtype=float32,bfloat16",
-          "--sizes=64x64,96x80@64",
-          "--batches=1,2",
-          "--repeats=1",
-          "--mixed=4",
-        ],
-      ),
-      dict(
-        bench="inference",
-        model=UNET,
-        cmd=[
-          "inference.py",
-          "--config=configs/unet_baseline.py",
-          "--preset=tiny",
-          "--sizes=64x64",
-          "--batches=1",
-          "--repeats=1",
-          "--mixed=0",
-        ],
-      ),
-      dict(
-        bench="input", model=None, cmd=["input_pipeline.py", "--steps=2", "--warmup=1", "--workers", "0", "--crop=64"]
-      ),
-    ]
-  workers = sorted({0, min(8, max(2, cpus - 2))})
-  base = ["--preset=base", "--batch_size=32", "--crop=256", "--scan=true", "--steps=15"]
-  bdir = ["train_step.py", "--config=configs/gopro.py", "--steps=15"]
-  unet = ["train_step.py", "--config=configs/unet_baseline.py", *base]
-  infer = [
-    "--preset=base",
-    "--dtype=bfloat16,float32",
-    "--sizes=256x256,720x1280",
-    "--batches=1,8",
-    "--repeats=10",
-    "--mixed=0",
-  ]
+    bdir = ["train_step.py", "--config=configs/tiny.py", "--steps=2"]
+    unet = ["train_step.py", "--config=configs/unet_baseline.py", "--preset=tiny", "--batch_size=4", "--crop=32"]
+    infer = ["inference.py", "--preset=tiny", "--dtype=bfloat16", "--repeats=1", "--mixed=0", "--nomemory_check"]
+    big, cap, flops_cfg = "64x64", 400, bdir[1]
+    infer_b1 = [*infer, "--dtype=float32,bfloat16", "--sizes=64x64,96x80@64", "--batches=1", "--mixed=4"]
+    pipeline = ["input_pipeline.py", "--steps=2", "--warmup=1", "--workers=0", "--crop=64"]
+    profile = ["profile_step.py", "--config=configs/tiny.py", "--steps=2"]
+  else:
+    bdir = ["train_step.py", "--config=configs/gopro.py", "--dtype=bfloat16", "--steps=15"]
+    unet = ["train_step.py", "--config=configs/unet_baseline.py", "--preset=base", "--batch_size=32", "--crop=256"]
+    unet += ["--scan=true", "--dtype=bfloat16"]
+    infer = ["inference.py", "--preset=base", "--dtype=bfloat16", "--repeats=10", "--mixed=0", "--nomemory_check"]
+    big, cap, flops_cfg = "720x1280", None, bdir[1]
+    infer_b1 = [*infer, f"--sizes={big}", "--batches=1"]
+    workers = sorted({0, min(8, max(2, cpus - 2))})
+    pipeline = ["input_pipeline.py", "--steps=50", "--warmup=3", "--workers=" + ",".join(map(str, workers))]
+    profile = ["profile_step.py", "--config=configs/gopro.py", "--dtype=bfloat16", "--steps=5"]
+
+  def c(seconds):  # quick runs on a loaded 2-core CPU: one generous cap for every row
+    return cap or seconds
+
   return [
-    dict(bench="train", model=BDIRNET, cmd=[*bdir, "--dtype=bfloat16"]),
-    dict(bench="train", model=UNET, cmd=[*unet, "--dtype=bfloat16"]),
-    dict(bench="inference", model=BDIRNET, cmd=["inference.py", *infer]),
-    dict(bench="inference", model=UNET, cmd=["inference.py", "--config=configs/unet_baseline.py", *infer]),
-    dict(bench="input", model=None, cmd=["input_pipeline.py", "--steps=100", "--workers", *map(str, workers)]),
-    # float32: the model FLOPs are those of the bf16 row (same program), passed on so they are not recounted
-    dict(bench="train", model=BDIRNET, cmd=[*bdir, "--dtype=float32"], flops_from=0),
-    dict(bench="train", model=UNET, cmd=[*unet, "--dtype=float32"], flops_from=1),
-    # compile-time levers, if time is left: XLA's autotuning off (compile and step time), scan off (compile only)
+    dict(bench="train", model=BDIRNET, cmd=[*bdir, "--nocount_flops"], env=cache, cap=c(200), min_s=60),
+    dict(bench="inference", model=BDIRNET, cmd=infer_b1, cap=c(110), min_s=40),
     dict(
       bench="train",
+      model=UNET,
+      cmd=[*unet, "--steps=2" if quick else "--steps=15", "--nocount_flops"],
+      cap=c(120),
+      min_s=60,
+    ),
+    dict(
+      bench="compile",
       model=BDIRNET,
-      cmd=[*bdir, "--dtype=bfloat16"],
-      flops_from=0,
+      cmd=[*bdir, "--compile_only"],
+      env=cache,
+      variant="persistent cache, 2nd process",
+      cap=c(60),
+      min_s=15,
+    ),
+    dict(bench="profile", model=BDIRNET, cmd=profile, env=cache, cap=c(75), min_s=30),
+    dict(
+      bench="compile",
+      model=BDIRNET,
+      cmd=[*bdir, "--nocount_flops"],
       variant="autotune_level=0",
       env={"XLA_FLAGS": "--xla_gpu_autotune_level=0"},
+      cap=c(150),
+      min_s=60,
+      gpu_only=True,
     ),
     dict(
-      bench="train",
+      bench="inference",
       model=BDIRNET,
-      cmd=[*bdir, "--dtype=bfloat16", "--scan=false", "--compile-only"],
-      variant="scan=false",
+      cmd=[*infer, f"--sizes={big}", "--batches=8" if not quick else "--batches=2"],
+      cap=c(90),
+      min_s=40,
+    ),
+    dict(bench="input", model=None, cmd=pipeline, cap=c(60), min_s=20),
+    # on the host's CPU beside the device rows, from after row 1 on; collected at the end
+    dict(
+      bench="flops",
+      model=BDIRNET,
+      cmd=["train_step.py", f"--config={flops_cfg}", "--flops_only"],
+      env={"JAX_PLATFORMS": "cpu"},
+      cap=c(400),
+      min_s=0,
+      background=True,
+    ),
+    dict(
+      bench="flops",
+      model=UNET,
+      cmd=[*unet[:2], *unet[2:], "--flops_only"],
+      env={"JAX_PLATFORMS": "cpu"},
+      cap=c(400),
+      min_s=0,
+      background=True,
     ),
   ]
 
 
-def _child_env(extra_env=None) -> dict:
+def _child_env(extra_env=None, cache_dir="") -> dict:
   env = dict(os.environ)
-  env.pop("JAX_COMPILATION_CACHE_DIR", None)  # cold compiles: the compile-time target excludes the cache
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)  # cold compiles except where a row asks for this run's cache
   env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   env["PYTHONUNBUFFERED"] = "1"
-  env.update(extra_env or {})
+  for k, v in (extra_env or {}).items():
+    env[k] = v.replace(CACHE, cache_dir)
+  if "XLA_FLAGS" in (extra_env or {}) and os.environ.get("XLA_FLAGS"):
+    env["XLA_FLAGS"] = f"{os.environ['XLA_FLAGS']} {env['XLA_FLAGS']}"
   return env
+
+
+class _Row:
+  """One plan row's process: its JSON lines are handed to `sink` as they are printed."""
+
+  def __init__(self, item, argv, env, sink):
+    self.item, self.found, self.stderr = item, [], ""
+    self.t0 = time.time()
+    self.proc = subprocess.Popen(
+      argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace"
+    )
+    self._err = threading.Thread(target=self._read_err, daemon=True)
+    self._out = threading.Thread(target=self._read_out, args=(sink,), daemon=True)
+    self._err.start()
+    self._out.start()
+
+  def _read_out(self, sink):
+    for line in self.proc.stdout:
+      if line.startswith("{"):
+        try:
+          row = json.loads(line)
+        except json.JSONDecodeError:
+          continue
+        self.found.append(row)
+        sink(self.item, row)
+
+  def _read_err(self):
+    for line in self.proc.stderr:
+      self.stderr = (self.stderr + line)[-6000:]
+
+  def wait(self, limit: float) -> str | None:
+    """None when the process ended well, else why not; kills it after `limit` seconds."""
+    try:
+      code = self.proc.wait(timeout=max(0.0, limit))
+      error = f"exit {code}" if code else None
+    except subprocess.TimeoutExpired:
+      self.proc.kill()
+      self.proc.wait()
+      error = f"killed at its time cap ({limit:.0f} s)"
+    self._out.join(10)
+    self._err.join(10)
+    if not self.found and not error:
+      error = "printed no JSON line"
+    return error
 
 
 def run(
   quick: bool = False,
   only=None,
   out: str | None = None,
-  timeout: int = 900,
   md: str | None = None,
-  deadline: float | None = None,
+  jsonl: str | None = None,
+  budget: float | None = None,
   env: dict | None = None,
-  grace: float = 150.0,
-  keep_going: bool = False,
+  keep_going: bool = True,
 ) -> list[dict]:
-  """Runs the plan; returns every JSON row. A failing script raises unless `keep_going` (then it is recorded).
+  """Runs the plan within `budget` seconds; returns every row (measured, skipped and failed ones).
 
-  With `deadline`, nothing starts after `deadline` seconds and every script is killed `grace` seconds after it
-  (its JSON lines printed so far are kept), so the whole run ends by deadline + grace.
+  A failing row is recorded and the plan goes on; with keep_going=False it then raises.
   """
   plan = _plan(quick, os.cpu_count() or 1)
   t_start = time.time()
-  rows, skipped, failures, first_rows = [], [], [], {}
-  for i, item in enumerate(plan):
-    workload, cmd = item["bench"], list(item["cmd"])
-    if only and workload not in only:
-      continue
-    elapsed = time.time() - t_start
-    if deadline and elapsed > deadline:
-      skipped.append(" ".join(cmd))
-      print(f"[{workload}] skipped (past --deadline={deadline:.0f}s): {' '.join(cmd)}", flush=True)
-      continue
-    source = first_rows.get(item.get("flops_from"))
-    if source and source.get("flops_per_step"):
-      cmd.append(f"--flops={source['flops_per_step']}")
-    argv = [sys.executable, os.path.join(HERE, cmd[0]), *cmd[1:]]
-    limit = timeout if not deadline else max(30.0, min(timeout, deadline + grace - elapsed))
-    t0 = time.time()
-    try:
-      proc = subprocess.run(
-        argv,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=limit,
-        env=_child_env({**(env or {}), **item.get("env", {})}),
-        check=False,
-      )
-      stdout, stderr, error = proc.stdout, proc.stderr, (f"exit {proc.returncode}" if proc.returncode else None)
-    except subprocess.TimeoutExpired as e:
-      decode = lambda b: b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
-      stdout, stderr, error = decode(e.stdout), decode(e.stderr), f"killed after {limit:.0f}s"
-    wall = time.time() - t0
-    found = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
-    if not found and not error:
-      error = "printed no JSON line"
-    for r in found:
-      r.setdefault("bench", workload)
-      if item["model"]:
-        r["model"] = item["model"]
-      if item.get("variant"):
-        r["variant"] = item["variant"]
-      r["command"] = " ".join(
-        [*(f"{k}={v}" for k, v in item.get("env", {}).items()), "python benchmarks/" + " ".join(cmd)]
-      )
-      rows.append(r)
-    if found:
-      first_rows[i] = found[0]
-    if error:
-      failures.append(dict(command=" ".join(cmd), error=error, stderr_tail=stderr[-3000:], stdout_tail=stdout[-1000:]))
-      print(f"[{workload}] {' '.join(cmd)}: FAILED ({error}) after {wall:.0f}s\n{stderr[-3000:]}", flush=True)
-      if not keep_going:
-        _write(rows, skipped, failures, quick, out, md, time.time() - t_start)
-        raise RuntimeError(f"{' '.join(cmd)} failed ({error}) after {wall:.0f}s:\n{stderr[-3000:]}")
-    else:
-      print(f"[{workload}] {' '.join(cmd)}: {len(found)} result(s) in {wall:.0f}s", flush=True)
+  cache_dir = tempfile.mkdtemp(prefix="bdirnet_jax_cache_")
+  rows, skipped, failures, background = [], [], [], []
+  lock = threading.Lock()
+
+  def remaining():
+    return budget - (time.time() - t_start) if budget else float("inf")
+
+  def command(item):
+    return " ".join(
+      [*(f"{k}={v}" for k, v in item.get("env", {}).items()), "python benchmarks/" + " ".join(item["cmd"])]
+    )
+
+  def sink(item, row):
+    row.setdefault("bench", item["bench"])
+    if item["bench"] == "compile":
+      row["bench"] = "train"  # a train-step measurement under another setting: summary() reads its variant
+    if item.get("model"):
+      row["model"] = item["model"]
+    if item.get("variant"):
+      row["variant"] = item["variant"]
+    row["command"] = command(item)
+    with lock:
+      rows.append(row)
+      if jsonl:
+        with open(jsonl, "a") as f:
+          f.write(json.dumps(row) + "\n")
+      _write(rows, skipped, failures, quick, out, md, time.time() - t_start)
+
+  def record(item, **what):
+    row = dict(bench=item["bench"], model=item.get("model"), variant=item.get("variant"), command=command(item), **what)
+    (skipped if "skipped" in what else failures).append(row)
+    if jsonl:
+      with open(jsonl, "a") as f:
+        f.write(json.dumps(row) + "\n")
     _write(rows, skipped, failures, quick, out, md, time.time() - t_start)
-  print(markdown(rows, skipped, failures))
+    logging.warning("[%s] %s: %s", item["bench"], command(item), what.get("skipped") or what.get("error"))
+
+  def launch(item):
+    argv = [sys.executable, os.path.join(HERE, item["cmd"][0]), *item["cmd"][1:]]
+    return _Row(item, argv, _child_env({**(env or {}), **item.get("env", {})}, cache_dir), sink)
+
+  def finish(running, limit):
+    item = running.item
+    error = running.wait(limit)
+    wall = time.time() - running.t0
+    if error:
+      record(item, error=error, wall_s=round(wall, 1), stderr_tail=running.stderr[-3000:])
+    else:
+      logging.info("[%s] %s: %d result(s) in %.0f s", item["bench"], command(item), len(running.found), wall)
+
+  deferred = [item for item in plan if item.get("background") and (not only or item["bench"] in only)]
+  for item in plan:
+    if item.get("background") or (only and item["bench"] not in only):
+      continue
+    if quick and item.get("gpu_only"):
+      record(item, skipped="a GPU-only XLA flag: nothing to measure on the CPU")
+      continue
+    left = remaining()
+    if left < item["min_s"]:
+      record(item, skipped=f"{left:.0f} s of the {budget:.0f} s budget left, the row needs at least {item['min_s']} s")
+      continue
+    finish(launch(item), min(item["cap"], left))
+    while deferred:  # the host-side FLOP counts start once the first row (a cold compile) is done
+      background.append(launch(deferred.pop(0)))
+  for item in deferred:  # no device row ran (--only=flops): start them now
+    background.append(launch(item))
+  for running in background:
+    finish(running, min(running.item["cap"], max(remaining(), 5.0)))
+  _fill_tflops(rows)
+  _write(rows, skipped, failures, quick, out, md, time.time() - t_start)
+  shutil.rmtree(cache_dir, ignore_errors=True)
+  logging.info("\n%s", markdown(rows, skipped, failures))
+  if failures and not keep_going:
+    raise RuntimeError(
+      f"{len(failures)} row(s) failed: " + "; ".join(f"{f['command']}: {f['error']}" for f in failures)
+    )
   return rows
+
+
+def _fill_tflops(rows) -> None:
+  """Model TFLOP/s of train rows measured without a FLOP count, from the host-side count of the same program."""
+  counts = {
+    (r["model"], r["config"], r["batch"], r["crop"]): r["flops_per_step"]
+    for r in rows
+    if r.get("bench") == "flops" and r.get("flops_per_step")
+  }
+  for r in rows:
+    if r.get("bench") == "train" and r.get("step_ms") and not r.get("flops_per_step"):
+      flops = counts.get((r.get("model"), r.get("config"), r.get("batch"), r.get("crop")))
+      if flops:
+        r.update(
+          flops_per_step=flops,
+          flops_source="host CPU count (flops row)",
+          tflops_per_s=round(flops / (r["step_ms"] / 1e3) / 1e12, 3),
+        )
 
 
 def machine(rows) -> dict:
@@ -338,8 +435,8 @@ def markdown(rows, skipped=(), failures=()) -> str:
     a, b = s["values"][BDIRNET], s["values"][UNET]
     ratio = a / b if a is not None and b else None
     lines.append(f"| {s['measurement']} | {_fmt(a)} | {_fmt(b)} | {_fmt(ratio)} | {s['target'] or ''} |")
-  if skipped:
-    lines += ["", "Skipped (past the deadline): " + "; ".join(f"`{c}`" for c in skipped)]
+  for sk in skipped:
+    lines += ["", f"Skipped ({sk['skipped']}): `{sk['command']}`"]
   for f in failures:
     lines += ["", f"Failed ({f['error']}): `{f['command']}`"]
   groups: dict[str, list[dict]] = {}
@@ -353,33 +450,52 @@ def markdown(rows, skipped=(), failures=()) -> str:
       ]
     lines += ["", f"#### {bench}", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(_fmt(r.get(k)) for k in keys) + " |" for r in items]
+  for r in rows:
+    if r.get("bench") == "profile" and r.get("top"):
+      lines += [
+        "",
+        f"#### profile: top kernels of one {r['preset']} {r['dtype']} step ({r['device_ms_per_step']} device ms/step, "
+        f"{r['kernels_per_step']} kernels/step)",
+        "| kernel | ms/step | share | launches/step | bound |",
+        "|---|---|---|---|---|",
+      ]
+      lines += [
+        f"| `{k['name'][:80]}` | {k['total_ms_per_step']} | {_fmt(100 * (k['share'] or 0))}% | "
+        f"{k['launches_per_step']} | {k['bound']} |"
+        for k in r["top"]
+      ]
   commands = sorted({r["command"] for r in rows})
   lines += ["", "Commands: " + "; ".join(f"`{c}`" for c in commands)]
   return "\n".join(lines)
 
 
-def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--quick", action="store_true", help="tiny sizes: checks every script runs (CPU, CI)")
-  p.add_argument("--only", default=None, help="comma-separated subset of train,inference,input")
-  p.add_argument("--out", default=None, help="write the JSON file (machine, summary, every row) here")
-  p.add_argument("--md", default=None, help="write the markdown tables here")
-  p.add_argument("--timeout", type=int, default=900, help="seconds per script")
-  p.add_argument("--deadline", type=float, default=None, help="start nothing after this many seconds")
-  p.add_argument("--grace", type=float, default=150.0, help="with --deadline: kill any script this long after it")
-  p.add_argument("--keep_going", "--keep-going", action="store_true", help="record a failing script, go on")
-  args = p.parse_args(argv)
-  run(
-    args.quick,
-    args.only.split(",") if args.only else None,
-    args.out,
-    args.timeout,
-    args.md,
-    args.deadline,
-    grace=args.grace,
-    keep_going=args.keep_going,
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_bool("quick", False, "Tiny sizes: checks every row runs (CPU, CI).", flag_values=fv)
+  flags.DEFINE_list("only", None, f"Subset of {','.join(WORKLOADS)}.", flag_values=fv)
+  flags.DEFINE_string("out", None, "Write the JSON file (machine, summary, every row) here.", flag_values=fv)
+  flags.DEFINE_string("md", None, "Write the markdown tables here.", flag_values=fv)
+  flags.DEFINE_string(
+    "jsonl", None, "Append every row here as one JSON line, as soon as it is measured.", flag_values=fv
+  )
+  flags.DEFINE_float(
+    "budget", None, "Seconds for the whole plan (GPU sitting: 470); each row has its own cap too.", flag_values=fv
+  )
+  flags.DEFINE_bool(
+    "keep_going", True, "Record a failing row and go on (--nokeep_going: then exit non-zero).", flag_values=fv
   )
 
 
+def main(argv=None):
+  sys.path.insert(0, ROOT)
+  from benchmarks import common  # pylint: disable=g-import-not-at-top
+
+  fv = common.parse(define_flags, argv)
+  for w in fv.only or ():
+    if w not in WORKLOADS:
+      raise app.UsageError(f"--only: unknown workload {w!r}; expected some of {', '.join(WORKLOADS)}")
+  return run(fv.quick, fv.only, fv.out, fv.md, fv.jsonl, fv.budget, keep_going=fv.keep_going)
+
+
 if __name__ == "__main__":
-  main()
+  define_flags(flags.FLAGS)
+  app.run(lambda _: main() and None)
