@@ -160,3 +160,27 @@ def test_model_flops_are_counted_when_the_backend_cost_analysis_returns_nothing(
   assert source == "jaxpr_conv_dot"
   # convolutions and matmuls are nearly all of the model's work: XLA adds only the elementwise ops
   assert 0.9 * xla < counted <= xla
+
+
+def test_gpu_sitting_script_runs_its_plan_and_leaves_every_file_in_out(tmp_path):
+  """The prepared GPU call's CPU path: one cheap row, the files that come back, and the reason a row is skipped."""
+  import os  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+
+  out = tmp_path / "out"
+  env = dict(os.environ, OUT=str(out), PYTHON=sys.executable, WHEELS=str(tmp_path / "none"), BUDGET="200")
+  r = subprocess.run(
+    ["bash", "benchmarks/gpu_sitting.sh", "--quick", "--only=input"],
+    cwd=run_all.ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
+  assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+  assert {"rows.jsonl", "bench.json", "bench.md", "run_all.log", "gpu.txt"} <= {p.name for p in out.iterdir()}
+  rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+  assert rows and all(r["bench"] == "input_pipeline" and r["crops_per_s"] > 0 for r in rows)
+  assert "jax" in (out / "gpu.txt").read_text()
