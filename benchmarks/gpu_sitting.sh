@@ -5,7 +5,7 @@
 #   bash benchmarks/gpu_sitting.sh            # on the GPU machine (OUT is set there)
 #   OUT=/tmp/x bash benchmarks/gpu_sitting.sh --quick   # the same script's CPU path (tests/test_benchmarks.py)
 #
-# Env: OUT (default: a new temporary folder), BUDGET (seconds for run_all's plan, default 450), PYTHON (python3),
+# Env: OUT (default: a new temporary folder), BUDGET (seconds for run_all's plan, default 420), PYTHON (python3),
 # WHEELS (folder of wheels to install first, default .whl; skipped when it holds none).
 # Files in $OUT (at most 8 come back from the device tool): rows.jsonl (every row, skipped and failed ones with
 # the reason, appended as measured), bench.json, bench.md, run_all.log, gpu.txt, and profile.perfetto.json.gz.
@@ -13,7 +13,7 @@ set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$(mktemp -d)}
 PY=${PYTHON:-python3}
-BUDGET=${BUDGET:-450}
+BUDGET=${BUDGET:-420}
 WHEELS=${WHEELS:-.whl}
 mkdir -p "$OUT"
 if compgen -G "$WHEELS/*.whl" >/dev/null; then
@@ -26,7 +26,7 @@ fi
   > "$OUT/gpu.txt" 2>&1
 "$PY" -c "import jax, flax, optax, ml_collections, grain; print('jax', jax.__version__, 'flax', flax.__version__)" \
   >> "$OUT/gpu.txt" 2>&1 || { cat "$OUT/gpu.txt"; echo "a package the benchmarks import is missing"; exit 1; }
-PYTHONUNBUFFERED=1 timeout $((BUDGET + 60)) "$PY" benchmarks/run_all.py "$@" --budget="$BUDGET" \
+PYTHONUNBUFFERED=1 timeout $((BUDGET + 40)) "$PY" benchmarks/run_all.py "$@" --budget="$BUDGET" \
   --jsonl="$OUT/rows.jsonl" --out="$OUT/bench.json" --md="$OUT/bench.md" 2>&1 | tee "$OUT/run_all.log"
 status=$?
 # the profile row's trace (Perfetto UI), if it was written and is small enough to come back
