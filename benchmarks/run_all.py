@@ -478,7 +478,10 @@ def define_flags(fv: flags.FlagValues) -> None:
     "jsonl", None, "Append every row here as one JSON line, as soon as it is measured.", flag_values=fv
   )
   flags.DEFINE_float(
-    "budget", None, "Seconds for the whole plan (benchmarks/gpu_sitting.sh: 420); each row has its own cap too.", flag_values=fv
+    "budget",
+    None,
+    "Seconds for the whole plan (benchmarks/gpu_sitting.sh: 420); each row has its own cap too.",
+    flag_values=fv,
   )
   flags.DEFINE_bool(
     "keep_going", True, "Record a failing row and go on (--nokeep_going: then exit non-zero).", flag_values=fv

@@ -2,10 +2,11 @@
 
 python benchmarks/train_step.py --config=configs/tiny.py [--steps=20] [--dtype=bfloat16] [--device_count=4]
 python benchmarks/train_step.py --config=configs/tiny.py --device_count=4 --collectives
-Prints one JSON line and a one-row table. `compile_s` is `lower_s` (tracing and lowering to StableHLO) plus
-`xla_compile_s` (XLA's passes, and on a GPU its autotuning), both measured before the first step runs, so they are
-separate from `step_ms`. With JAX_COMPILATION_CACHE_DIR set, a second process reads the executable from the cache
-and `xla_compile_s` is the cache hit. `--compile_only` stops after compiling (a CPU proxy for compile time).
+Prints one JSON line and a one-row table. `compile_s` is `lower_s` (tracing to a jaxpr, `trace_s` of it, then
+lowering to StableHLO) plus `xla_compile_s` (XLA's passes, and on a GPU its autotuning), both measured before the
+first step runs, so they are separate from `step_ms`. With JAX_COMPILATION_CACHE_DIR set, a second process reads
+the executable from the cache and `xla_compile_s` is the cache hit. `--compile_only` stops after compiling (a CPU
+proxy for compile time).
 `--collectives` compiles the step and prints only `{"collectives": {...}}`: how many all-reduce, all-gather,
 collective-permute, all-to-all and reduce-scatter instructions the compiled (optimised) HLO holds.
 Step time is the median over `steps` steps after one warm-up, each synchronised with block_until_ready.
@@ -146,7 +147,9 @@ def main(argv=None):
   step, state, batch, step_rng = build(config)
   b, c = config.batch_size, config.dataset.crop_size
   t = time.perf_counter()
-  lowered = step.lower(state, batch, step_rng)
+  traced = step.trace(state, batch, step_rng)
+  trace_s = time.perf_counter() - t
+  lowered = traced.lower()
   lower_s = time.perf_counter() - t
   t = time.perf_counter()
   compiled = lowered.compile()
@@ -173,6 +176,7 @@ def main(argv=None):
     xla_flags=os.environ.get("XLA_FLAGS", ""),
     compilation_cache=bool(os.environ.get("JAX_COMPILATION_CACHE_DIR")),
     compile_s=round(compile_s, 2),
+    trace_s=round(trace_s, 2),
     lower_s=round(lower_s, 2),
     xla_compile_s=round(xla_compile_s, 2),
   )
