@@ -48,7 +48,13 @@ ROOT = os.path.dirname(HERE)
 
 BDIRNET, UNET = "bdirnet", "unet_baseline"
 MODEL_NAMES = {BDIRNET: "BDIRNet-base", UNET: "U-Net baseline (base)"}
-TARGETS = {"train_tflops_bf16": 65.0, "infer_720p_bf16_b8_ms": 7.0, "compile_s": 30.0, "input_over_train": 2.0}
+TARGETS = {
+  "train_tflops_bf16": 65.0,
+  "infer_720p_bf16_b8_ms": 7.0,
+  "compile_s": 30.0,
+  "cache_compile_s": 5.0,
+  "input_over_train": 2.0,
+}
 CACHE = "{cache}"  # replaced by the run's persistent compilation cache folder
 WORKLOADS = ("train", "inference", "compile", "profile", "input", "flops")
 
@@ -355,6 +361,7 @@ def summary(rows) -> list[dict]:
       ("images_per_s", "images/s", 1, None),
       ("tflops_per_s", "model TFLOP/s", 1, f">= {TARGETS['train_tflops_bf16']:g}" if dtype == "bfloat16" else None),
       ("compile_s", "compile s", 1, f"<= {TARGETS['compile_s']:g}" if dtype == "bfloat16" else None),
+      ("xla_compile_s", "compile s, XLA part", 1, None),
       ("peak_bytes", "peak memory GB", 1e-9, None),
       ("flops_per_step", "model TFLOP per step", 1e-12, None),
     ):
@@ -362,13 +369,21 @@ def summary(rows) -> list[dict]:
       out.append(dict(measurement=f"train step {dtype}: {label}", values=vals, target=target))
   for r in rows:
     if r.get("bench") == "train" and r.get("variant"):
-      for key, label in (("compile_s", "compile s"), ("step_ms", "step ms"), ("images_per_s", "images/s")):
+      compile_target = (
+        f"< {TARGETS['cache_compile_s']:g}" if "cache" in r["variant"] else f"<= {TARGETS['compile_s']:g}"
+      )
+      for key, label in (
+        ("compile_s", "compile s"),
+        ("xla_compile_s", "compile s, XLA part"),
+        ("step_ms", "step ms"),
+        ("images_per_s", "images/s"),
+      ):
         if r.get(key) is not None:
           out.append(
             dict(
               measurement=f"train step {r['dtype']} [{r['variant']}]: {label}",
               values={r["model"]: r[key], BDIRNET if r["model"] == UNET else UNET: None},
-              target=f"<= {TARGETS['compile_s']:g}" if key == "compile_s" else None,
+              target=compile_target if key == "compile_s" else None,
             )
           )
   inference = [r for r in rows if r.get("bench") == "inference" and "batch" in r and not r.get("tile")]
@@ -383,7 +398,11 @@ def summary(rows) -> list[dict]:
         target = (
           f"<= {TARGETS['infer_720p_bf16_b8_ms']:g}" if (size, dtype, batch) == ("720x1280", "bfloat16", 8) else None
         )
-        for key, label in (("device_ms_per_image", "device ms/image"), ("ms_per_image", "predict-path ms/image")):
+        for key, label in (
+          ("device_ms_per_image", "device ms/image"),
+          ("ms_per_image", "predict-path ms/image"),
+          ("compile_s", "compile s"),
+        ):
           vals = {m: (r.get(key) if r else None) for m, r in found.items()}
           out.append(
             dict(
