@@ -315,6 +315,11 @@ def _table(rows):
   logging.info("\n%s", "\n".join(lines))
 
 
+def _cli(argv):
+  del argv  # flags are parsed
+  main()
+
+
 if __name__ == "__main__":
   define_flags(flags.FLAGS)
-  app.run(lambda _: main() and None)
+  app.run(_cli)

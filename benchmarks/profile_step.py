@@ -151,6 +151,11 @@ def main(argv=None):
   return out
 
 
+def _cli(argv):
+  del argv  # flags are parsed
+  main()
+
+
 if __name__ == "__main__":
   define_flags(flags.FLAGS)
-  app.run(lambda _: main() and None)
+  app.run(_cli)

@@ -518,6 +518,11 @@ def main(argv=None):
   return run(fv.quick, fv.only, fv.out, fv.md, fv.jsonl, fv.budget, keep_going=fv.keep_going)
 
 
+def _cli(argv):
+  del argv  # flags are parsed
+  main()
+
+
 if __name__ == "__main__":
   define_flags(flags.FLAGS)
-  app.run(lambda _: main() and None)
+  app.run(_cli)
