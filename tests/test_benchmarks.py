@@ -68,7 +68,7 @@ def test_run_all_quick_runs_every_row_without_tensorflow(tmp_path):
   assert "#### profile: top kernels" in text and "Skipped (a GPU-only XLA flag" in text
 
 
-def test_summary_and_markdown_of_a_full_run_cover_every_issue_row():
+def test_summary_and_markdown_of_a_full_run_cover_every_target_row():
   """The GPU plan's rows, made up, give every measurement side by side with its target."""
   rows = []
   for i, model in enumerate((run_all.BDIRNET, run_all.UNET)):
