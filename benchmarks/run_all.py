@@ -66,8 +66,8 @@ def _plan(quick: bool, cpus: int) -> list[dict]:
     bdir = ["train_step.py", "--config=configs/tiny.py", "--steps=2"]
     unet = ["train_step.py", "--config=configs/unet_baseline.py", "--preset=tiny", "--batch_size=4", "--crop=32"]
     infer = ["inference.py", "--preset=tiny", "--dtype=bfloat16", "--repeats=1", "--mixed=0", "--nomemory_check"]
-    big, cap, flops_cfg = "64x64", 400, bdir[1]
-    infer_b1 = [*infer, "--dtype=float32,bfloat16", "--sizes=64x64,96x80@64", "--batches=1", "--mixed=4"]
+    big, cap, flops_cfg = "64x64", 400, "configs/tiny.py"
+    infer_b1 = [*infer, "--sizes=64x64,96x80@64", "--batches=1", "--mixed=4"]
     pipeline = ["input_pipeline.py", "--steps=2", "--warmup=1", "--workers=0", "--crop=64"]
     profile = ["profile_step.py", "--config=configs/tiny.py", "--steps=2"]
   else:
@@ -75,7 +75,7 @@ def _plan(quick: bool, cpus: int) -> list[dict]:
     unet = ["train_step.py", "--config=configs/unet_baseline.py", "--preset=base", "--batch_size=32", "--crop=256"]
     unet += ["--scan=true", "--dtype=bfloat16"]
     infer = ["inference.py", "--preset=base", "--dtype=bfloat16", "--repeats=10", "--mixed=0", "--nomemory_check"]
-    big, cap, flops_cfg = "720x1280", None, bdir[1]
+    big, cap, flops_cfg = "720x1280", None, "configs/gopro.py"
     infer_b1 = [*infer, f"--sizes={big}", "--batches=1"]
     workers = sorted({0, min(8, max(2, cpus - 2))})
     pipeline = ["input_pipeline.py", "--steps=50", "--warmup=3", "--workers=" + ",".join(map(str, workers))]
