@@ -17,8 +17,10 @@ classical baselines, paired bootstrap intervals and a report.
   prepared in `--data_dir`.
 * Baselines (`classical`), statistics and report (`study_report`): `DIR/report.md`, `DIR/report.csv`,
   `DIR/report_psnr.png`.
-* Compilation: unless a JAX compilation cache is configured already, the command uses `DIR/jax_cache`, so seeds of one
-  config (identical programs) compile once and a resumed study compiles nothing it compiled before.
+* Compilation: runs of one config in one process share its jitted train step and deblur (`train.programs`), so
+  only its first run compiles; unless a JAX compilation cache is configured already, the command also uses
+  `DIR/jax_cache`, so a resumed study compiles nothing it compiled before. The log gives each run's setup,
+  compile (first step), train and score seconds.
 
 Single-process (one host, any number of local devices).
 """
