@@ -83,6 +83,15 @@ def usage_error(reason: str):
   sys.exit(f"error: {reason}\nSee {Path(sys.argv[0]).name} --help for the flags.")
 
 
+def no_bars_when_redirected() -> None:
+  """TFDS draws its dataset-build progress bars into any stream (escape codes in a redirected log); this project's
+  bars already draw only on a terminal. For the commands that may build a dataset."""
+  if not sys.stderr.isatty():
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+    tfds.disable_progress_bar()
+
+
 def setup_logging() -> None:
   """After flags are parsed: hides libraries' INFO lines unless --verbosity >= 1."""
   handler = logging.get_absl_handler().python_handler  # the absl handler passes records on without filtering

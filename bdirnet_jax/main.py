@@ -120,6 +120,8 @@ def main(argv):
     command_line.usage_error("--mode=predict needs --input=FILE_OR_DIR and --output=DIR (or NAME.png)")
   if FLAGS.mode == "export" and not FLAGS.output:
     command_line.usage_error("--mode=export needs --output=FILE (e.g. exports/model.jax)")
+  if FLAGS.mode in ("train", "evaluate"):  # the ones that read (and may build) TFDS datasets
+    command_line.no_bars_when_redirected()
   _maybe_initialize_distributed()
   from bdirnet_jax import config_validation  # pylint: disable=g-import-not-at-top
 

@@ -211,6 +211,7 @@ def _define_flags():
 def main(argv):
   del argv
   command_line.setup_logging()
+  command_line.no_bars_when_redirected()
   if not FLAGS.workdirs or not FLAGS.output:
     raise app.UsageError("--workdirs=DIR[,DIR...] and --output=DIR are required")
   run(

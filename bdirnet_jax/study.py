@@ -454,6 +454,7 @@ def _define_flags():
 def main(argv):
   del argv
   command_line.setup_logging()
+  command_line.no_bars_when_redirected()
   if FLAGS.study is None or not FLAGS.output:
     raise app.UsageError("--study=configs/studies/NAME.py and --output=DIR are required")
   t0 = time.time()
