@@ -321,6 +321,10 @@ def predict(
   Raises predict_io.PlanError before the model loads when the request is refused (see predict_io.plan).
   """
   work = predict_io.plan(input_path, output_dir, keep_ext=keep_ext, overwrite=overwrite)
+  if jax.process_count() > 1:  # every process checks for existing outputs before any of them writes one
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+    multihost_utils.sync_global_devices("predict: planned")
   restored = inference.load(workdir, use_ema=use_ema, step=step, bf16=bf16)
   devices = jax.local_devices()
   mesh = sharding_lib.create_mesh((-1, 1), devices=devices)
