@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 from etils import epath
+from tqdm import tqdm
 
 from bdirnet_jax import config_validation
 from bdirnet_jax import inference
@@ -293,6 +294,17 @@ def _eval_iterator(ds_cfg, extra_keys: tuple[str, ...]):
   return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)))
 
 
+def _share_size(ds_cfg, max_images: int | None) -> int | None:
+  """How many images this process scores, for the progress bar's ETA; None (a bar without ETA) if unknown."""
+  from bdirnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+
+  try:
+    n = len(range(jax.process_index(), len(input_pipeline.open_source(ds_cfg)), jax.process_count()))
+  except Exception:  # pylint: disable=broad-except  (a source without a length: the bar only loses its ETA)
+    return max_images
+  return n if max_images is None else min(n, max_images)
+
+
 def _grid_image(rows) -> np.ndarray:
   """Rows of (blurred, output, sharp) scaled to a common height, separated by white gaps."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
@@ -330,7 +342,15 @@ def evaluate_dataset(
   batcher = _Batcher(restored, mesh, protocol)
   iterator = _eval_iterator(ds_cfg, protocol.extra_keys)
   t0 = time.time()
-  for i, example in enumerate(iterator):
+  bar = tqdm(
+    iterator,
+    total=_share_size(ds_cfg, max_images),
+    desc=f"eval {label_of(ds_cfg)}",
+    unit="image",
+    leave=False,
+    disable=None,
+  )
+  for i, example in enumerate(bar):
     if max_images is not None and i >= max_images:
       break
     batcher.add(dict(example), want_grid=i < num_grid_images)

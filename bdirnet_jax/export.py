@@ -6,8 +6,9 @@ deblurred float32 [b, h, w, 3] in [0, 1]. It pads H and W to the network's multi
 image that needs no bucket padding. The params are baked in as constants; `--bf16` bakes in bfloat16 activations.
 It is lowered for CPU and CUDA, so one file serves both; a new shape compiles on first call (jax caches it).
 
-Load it with `load_exported(path)`, or anywhere with a compatible jax:
-`jax.export.deserialize(open(path, "rb").read()).call(images)`.
+Load it with `load_exported(path)` (which checks the input contract: float32, [0, 1], [b, h, w, 3] RGB, any size;
+see its docstring), or anywhere with a compatible jax: `jax.export.deserialize(open(path, "rb").read()).call(images)`
+(unchecked: a uint8 image there returns garbage).
 """
 
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import logging
 from jax import export as jax_export
 
@@ -23,6 +25,7 @@ from bdirnet_jax import inference
 from bdirnet_jax.models import BDIRNet
 
 PLATFORMS = ("cpu", "cuda")
+RANGE_TOLERANCE = 1e-3  # load_exported accepts [0, 1] up to this, for inputs that went through rounding
 
 
 def _pad_indices(n, size, reflect):
@@ -83,17 +86,46 @@ def export(workdir, output_file, *, bf16=False, use_ema=True, step=None) -> None
 
 
 def load_exported(path) -> Callable[[Any], jax.Array]:
-  """A callable running the artifact at `path` on float32 [b, h, w, 3] images in [0, 1] (numpy or jax)."""
+  """A callable running the artifact at `path`: deblurred images from blurred ones.
+
+  Input contract (checked before the call, so a wrong input fails clearly instead of returning a white or black
+  image):
+  - dtype: float32 (float16/bfloat16/float64 are converted); integer images (uint8 [0, 255], uint16) are refused:
+    divide by 255 (or 65535) first;
+  - range: [0, 1]; values outside it (beyond a 1e-3 tolerance for rounding) are refused;
+  - layout: [batch, height, width, 3], channels last, RGB order (OpenCV's BGR must be reversed); a single image
+    needs a batch axis (`image[None]`);
+  - size: any height and width >= 1; the artifact pads to the network's multiple (its downsampling factor,
+    2^encoder levels) inside and crops back, so no size multiple is asked of the caller.
+  Output: float32 [batch, height, width, 3] RGB, the same size, in [0, 1] up to the network's overshoot (clip
+  before converting to uint8).
+
+  Raises FileNotFoundError for a missing file, ValueError for a file that is not an artifact or a refused input.
+  """
   path = Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"{path}: exported model not found (write one with --mode=export --output={path})")
   try:
     exported = jax_export.deserialize(bytearray(path.read_bytes()))
   except Exception as e:  # the deserializer raises assorted types on a foreign file
     raise ValueError(f"{path}: not a jax.export artifact written by --mode=export ({type(e).__name__}: {e})") from e
 
   def call(images):
-    images = jnp.asarray(images, dtype=jnp.float32)
+    expected = "expects float32 [batch, height, width, 3] RGB in [0, 1]"
+    dtype = getattr(images, "dtype", None)
+    if dtype is None:
+      images = np.asarray(images)
+      dtype = images.dtype
+    if not jnp.issubdtype(dtype, jnp.floating):
+      raise ValueError(
+        f"{path} {expected}, got dtype {dtype}: convert first (uint8 images: image.astype(np.float32) / 255)"
+      )
     if images.ndim != 4 or images.shape[-1] != 3:
-      raise ValueError(f"{path} expects float32 [batch, height, width, 3] RGB in [0, 1], got shape {images.shape}")
+      raise ValueError(f"{path} {expected}, got shape {tuple(images.shape)} (one image: add a batch axis, x[None])")
+    images = jnp.asarray(images, dtype=jnp.float32)
+    lo, hi = float(jnp.min(images)), float(jnp.max(images))
+    if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+      raise ValueError(f"{path} {expected}, got values in [{lo:g}, {hi:g}]: scale to [0, 1] first")
     return exported.call(images)
 
   return call

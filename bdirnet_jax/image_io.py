@@ -89,9 +89,11 @@ class Image:
     if self.orientation != 1:
       h, w = self.shape
       if self.oriented:
-        notes.append(f"EXIF orientation {self.orientation} applied: deblurred and written as {w}x{h} (WxH) upright")
+        notes.append(f"EXIF orientation {self.orientation} applied: deblurred and written as {h}x{w} (HxW) upright")
       else:
-        notes.append(f"EXIF orientation {self.orientation} kept as a tag: stored pixels ({w}x{h}) written as stored")
+        notes.append(
+          f"EXIF orientation {self.orientation} kept as a tag: stored pixels ({h}x{w}, HxW) written as stored"
+        )
     return "; ".join(notes) or None
 
 
@@ -246,9 +248,11 @@ def write_png(path, pixels: np.ndarray, *, icc_profile: bytes | None = None, ori
   os.replace(tmp, path)
 
 
-def find_images(root, exclude=None) -> tuple[list[Path], list[tuple[Path, str]]]:
+def find_images(root, exclude=None, others: list | None = None) -> tuple[list[Path], list[tuple[Path, str]]]:
   """Image files under `root` (recursive, sorted, extensions in EXTENSIONS), plus (folder, reason) for each
   folder that could not be listed: those are reported, the rest of the tree is still searched.
+
+  `others`, when given, receives the other (not hidden) files, so a caller can say which ones it ignored.
 
   Symlinked folders are followed once (a loop is not entered twice); `exclude` (e.g. the output folder when it
   lies inside the input) is skipped.
@@ -280,6 +284,8 @@ def find_images(root, exclude=None) -> tuple[list[Path], list[tuple[Path, str]]]
           walk(path)
       elif path.suffix.lower() in EXTENSIONS:
         files.append(path)
+      elif others is not None and not entry.name.startswith("."):
+        others.append(path)
 
   walk(root)
   return files, errors

@@ -4,8 +4,12 @@
 train:    --config required; resumes from DIR/checkpoints.
 evaluate: every config.eval_datasets entry at full resolution -> DIR/eval/ (JSON per dataset, report.md, grids);
           --config optional (defaults to DIR/config.json, so eval datasets can be changed by a new config).
-predict:  --input=FILE_OR_DIR --output=DIR [--tile=T --tile_overlap=O --bf16 --keep_raw_orientation].
-export:   --output=FILE, a jax.export artifact of the inference function.
+predict:  --input=FILE_OR_DIR --output=DIR (or --output=NAME.png for one input file) [--overwrite --keep_ext
+          --tile=T --tile_overlap=O --bf16 --keep_raw_orientation]. Never writes over an input; outputs that
+          exist are replaced only with --overwrite.
+export:   --output=FILE (e.g. exports/model.jax), a jax.export artifact of the inference function.
+
+Logs show the project's own lines; --verbosity=1 (or -v 1) adds the libraries' (orbax, TensorFlow, XLA).
 
 Config fields are overridden on the command line, e.g. --config.batch_size=16 --config.model.preset=base.
 """
@@ -19,6 +23,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from bdirnet_jax import command_line
+
 FLAGS = flags.FLAGS
 
 
@@ -28,7 +34,18 @@ def _define_flags():
   flags.DEFINE_string("workdir", None, "Directory for checkpoints, config.json, logs and evaluation output.")
   flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "export"], "What to run.")
   flags.DEFINE_string("input", None, "predict: an image file or a folder (searched recursively).")
-  flags.DEFINE_string("output", None, "predict: output folder; export: output file.")
+  flags.DEFINE_string(
+    "output",
+    None,
+    "predict: output folder, or NAME.png for one input file; export: output file (e.g. exports/model.jax).",
+  )
+  flags.DEFINE_bool("overwrite", False, "predict: replace outputs that already exist (never an input).")
+  flags.DEFINE_bool(
+    "keep_ext",
+    False,
+    "predict: name every output <name>.<ext>.png (img.jpg -> img.jpg.png); without it only inputs sharing a stem "
+    "(img.bmp, img.tif) keep their extension.",
+  )
   flags.DEFINE_integer(
     "tile",
     None,
@@ -84,10 +101,11 @@ def _maybe_initialize_distributed():
 
 
 def main(argv):
+  command_line.setup_logging()
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    command_line.usage_error(f"unexpected arguments: {' '.join(argv[1:])}")
   if FLAGS.workdir is None:
-    raise app.UsageError("--workdir is required")
+    command_line.usage_error("--workdir is required")
   config_file = FLAGS["config"].config_filename if FLAGS["config"].present else None
   if config_file and not os.path.isfile(config_file.split(":")[0]):
     sys.exit(f"error: --config={config_file}: no such config file")
@@ -97,11 +115,13 @@ def main(argv):
       FLAGS[name].value = os.path.abspath(os.path.expanduser(FLAGS[name].value))
   config = FLAGS.config
   if config is None and FLAGS.mode == "train":
-    raise app.UsageError("--mode=train needs --config=configs/NAME.py")
+    command_line.usage_error("--mode=train needs --config=configs/NAME.py")
   if FLAGS.mode == "predict" and not (FLAGS.input and FLAGS.output):
-    raise app.UsageError("--mode=predict needs --input=FILE_OR_DIR and --output=DIR")
+    command_line.usage_error("--mode=predict needs --input=FILE_OR_DIR and --output=DIR (or NAME.png)")
   if FLAGS.mode == "export" and not FLAGS.output:
-    raise app.UsageError("--mode=export needs --output=FILE")
+    command_line.usage_error("--mode=export needs --output=FILE (e.g. exports/model.jax)")
+  if FLAGS.mode in ("train", "evaluate"):  # the ones that read (and may build) TFDS datasets
+    command_line.no_bars_when_redirected()
   _maybe_initialize_distributed()
   from bdirnet_jax import config_validation  # pylint: disable=g-import-not-at-top
 
@@ -123,21 +143,28 @@ def _run(config):
     from bdirnet_jax import evaluate
 
     evaluate.evaluate(FLAGS.workdir, config, use_ema=FLAGS.use_ema, step=FLAGS.step, bf16=FLAGS.bf16)
+    logging.info("evaluate: report written to %s", os.path.join(FLAGS.workdir, evaluate.EVAL_DIR, "report.md"))
   elif FLAGS.mode == "predict":
     from bdirnet_jax import predict
+    from bdirnet_jax import predict_io
 
-    status = predict.predict(
-      FLAGS.workdir,
-      FLAGS.input,
-      FLAGS.output,
-      tile=FLAGS.tile,
-      tile_overlap=FLAGS.tile_overlap,
-      batch_size=FLAGS.batch_size,
-      bf16=FLAGS.bf16,
-      use_ema=FLAGS.use_ema,
-      step=FLAGS.step,
-      keep_raw_orientation=FLAGS.keep_raw_orientation,
-    )
+    try:
+      status = predict.predict(
+        FLAGS.workdir,
+        FLAGS.input,
+        FLAGS.output,
+        tile=FLAGS.tile,
+        tile_overlap=FLAGS.tile_overlap,
+        batch_size=FLAGS.batch_size,
+        bf16=FLAGS.bf16,
+        use_ema=FLAGS.use_ema,
+        step=FLAGS.step,
+        keep_raw_orientation=FLAGS.keep_raw_orientation,
+        keep_ext=FLAGS.keep_ext,
+        overwrite=FLAGS.overwrite,
+      )
+    except predict_io.PlanError as e:  # refused before the model loads: one line (and the files it names)
+      sys.exit(f"error: {e}")
     sys.exit(status)
   elif FLAGS.mode == "export":
     from bdirnet_jax import export
@@ -148,7 +175,7 @@ def _run(config):
 def _parse_flags(argv):
   """absl's parser, with an unknown --config.FIELD reported in one line (ml_collections raises AttributeError)."""
   try:
-    return FLAGS(argv)
+    return command_line.parse_flags(argv)
   except AttributeError as e:
     text = str(e)
     found = re.search(r"[A-Za-z_]\w*", text)
@@ -159,8 +186,6 @@ def _parse_flags(argv):
       f"error: {given[0] if given else '--config'}: the config has no field {field!r}"
       + (f"; did you mean {hint.group(1)!r}?" if hint else " (see configs/default.py for the fields)")
     )
-  except flags.Error as e:
-    sys.exit(f"error: {e}\nPass --helpshort or --helpfull to see help on flags.")
 
 
 def run():
@@ -168,6 +193,7 @@ def run():
   main_module = sys.modules["__main__"]
   if not main_module.__doc__:  # the console script's wrapper has none: --help shows this module's usage
     main_module.__doc__ = __doc__
+  command_line.quiet_native_logs()
   _define_flags()
   app.run(main, flags_parser=_parse_flags)
 

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from tqdm import tqdm
 
 from bdirnet_jax import image_io
 from bdirnet_jax import inference
@@ -226,8 +227,11 @@ class Predictor:
     batch = self._batch_for(grid.num_tiles, math.prod(bucket))
     out = np.empty_like(pixels)
 
+    bar = tqdm(total=grid.num_tiles, unit="tile", desc="  tiles", leave=False, disable=None)
+
     def apply_batch(tiles):
       result, n = self._run_batch(list(tiles), batch, bucket)
+      bar.update(len(tiles))
       return _Result(result, n, grid.th, grid.tw)
 
     def write_rows(y0, rows):
@@ -240,6 +244,7 @@ class Predictor:
       write_rows,
       batch_size=batch,
     )
+    bar.close()
     return out
 
   # ---------------------------------------------------------------------------------------------------------------
@@ -251,7 +256,7 @@ class Predictor:
     if tile is not None:
       grid = tiling.make_grid(h, w, tile, self.tile_overlap, align=self.multiple)
       logging.info(
-        "predict: %s (%dx%d) in %d tiles of %dx%d, overlap %d",
+        "predict: %s (%dx%d HxW) in %d tiles of %dx%d, overlap %d",
         name,
         h,
         w,
@@ -308,8 +313,18 @@ def predict(
   use_ema=True,
   step=None,
   keep_raw_orientation=False,
+  keep_ext=False,
+  overwrite=False,
 ) -> int:
-  """--mode=predict: deblurs a file or folder with the checkpoint of `workdir`; returns the exit status."""
+  """--mode=predict: deblurs a file or folder with the checkpoint of `workdir`; returns the exit status.
+
+  Raises predict_io.PlanError before the model loads when the request is refused (see predict_io.plan).
+  """
+  work = predict_io.plan(input_path, output_dir, keep_ext=keep_ext, overwrite=overwrite)
+  if jax.process_count() > 1:  # every process checks for existing outputs before any of them writes one
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+    multihost_utils.sync_global_devices("predict: planned")
   restored = inference.load(workdir, use_ema=use_ema, step=step, bf16=bf16)
   devices = jax.local_devices()
   mesh = sharding_lib.create_mesh((-1, 1), devices=devices)
@@ -346,9 +361,10 @@ def predict(
     output_dir,
     shard=(jax.process_index(), jax.process_count()),
     keep_raw_orientation=keep_raw_orientation,
+    work=work,
   )
-  logging.info("predict: %d compilation(s), batch shapes %s", predictor.compilations, sorted(predictor.shapes))
+  logging.debug("predict: %d compilation(s), batch shapes %s", predictor.compilations, sorted(predictor.shapes))
   cache_size = getattr(jitted, "_cache_size", None)
   if cache_size is not None:
-    logging.info("predict: jit cache holds %d executable(s)", cache_size())
+    logging.debug("predict: jit cache holds %d executable(s)", cache_size())
   return status

@@ -21,8 +21,10 @@ from absl import app
 from absl import flags
 from absl import logging
 from etils import epath
+from tqdm import tqdm
 
 from bdirnet_jax import blur
+from bdirnet_jax import command_line
 from bdirnet_jax import data_config
 from bdirnet_jax import evaluate
 from bdirnet_jax import inference
@@ -100,7 +102,7 @@ def run(
   """Evaluates each workdir on each test set; writes the table, CSV and plot; returns the CSV rows."""
   sets, skipped = test_sets(data_dir, families, real)
   rows = []
-  for workdir in workdirs:
+  for workdir in tqdm(workdirs, desc="robustness", unit="run", disable=None):  # drawn on a terminal only
     restored = inference.load(workdir, use_ema=use_ema, bf16=bf16)
     config = ml_collections.ConfigDict({"eval_datasets": sets, "eval_num_grid_images": 2})
     results = evaluate.evaluate(workdir, config, restored=restored, max_images=max_images, use_ema=use_ema, bf16=bf16)
@@ -208,6 +210,8 @@ def _define_flags():
 
 def main(argv):
   del argv
+  command_line.setup_logging()
+  command_line.no_bars_when_redirected()
   if not FLAGS.workdirs or not FLAGS.output:
     raise app.UsageError("--workdirs=DIR[,DIR...] and --output=DIR are required")
   run(
@@ -222,4 +226,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  app.run(main, flags_parser=command_line.parse_flags)

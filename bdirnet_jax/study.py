@@ -39,9 +39,11 @@ from absl import flags
 from absl import logging
 from etils import epath
 from ml_collections import config_flags
+from tqdm import tqdm
 
 from bdirnet_jax import blur
 from bdirnet_jax import classical
+from bdirnet_jax import command_line
 from bdirnet_jax import study_report
 from bdirnet_jax import study_testsets
 
@@ -371,7 +373,7 @@ def run(
   rows = []
   drifted = {}
   not_run = []
-  for r in runs:
+  for r in tqdm(runs, desc="study", unit="run", disable=None):  # drawn on a terminal only
     workdir = out / RUNS_DIR / run_name(*r)
     step = latest_step(workdir)
     if report_only and (step is None or step < study.num_train_steps):
@@ -479,6 +481,8 @@ def _define_flags():
 
 def main(argv):
   del argv
+  command_line.setup_logging()
+  command_line.no_bars_when_redirected()
   if FLAGS.study is None or not FLAGS.output:
     raise app.UsageError("--study=configs/studies/NAME.py and --output=DIR are required")
   t0 = time.time()
@@ -493,4 +497,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  app.run(main, flags_parser=command_line.parse_flags)

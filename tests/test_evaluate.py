@@ -180,6 +180,9 @@ def test_mode_evaluate_on_gopro_tree_reports_gopro_matlab(trained_workdir, gopro
   summary = json.loads((workdir / "eval" / "gopro_test.json").read_text())
   assert summary["protocol"] == "gopro_matlab" and summary["num_images"] == len(TEST_SIZES)
   assert summary["input_psnr"] is not None and "(input " in proc.stderr
+  # Ends with where the report is; no orbax chatter, no progress-bar escape codes in a redirected log.
+  assert proc.stderr.strip().splitlines()[-1].endswith(f"evaluate: report written to {workdir / 'eval' / 'report.md'}")
+  assert "orbax" not in proc.stderr and "\x1b[" not in proc.stderr and "\r" not in proc.stderr
 
 
 def test_evaluation_is_the_same_on_1_and_4_devices(trained_workdir, gopro_dummy):

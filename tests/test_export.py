@@ -52,14 +52,23 @@ def test_bf16_export_stays_close(trained_workdir, tmp_path):
   assert np.abs(out - _live(restored.model, restored.params, images)).max() < 0.02
 
 
-def test_load_exported_rejects_bad_files_and_shapes(tmp_path):
+def test_load_exported_rejects_bad_files_and_inputs_outside_the_contract(tmp_path):
+  with pytest.raises(FileNotFoundError, match="missing.jax: exported model not found"):
+    export.load_exported(tmp_path / "missing.jax")
   (tmp_path / "junk.jax").write_bytes(b"definitely not a flatbuffer")
   with pytest.raises(ValueError, match="junk.jax: not a jax.export artifact"):
     export.load_exported(tmp_path / "junk.jax")
   model, params = _random_init_tiny()
   (tmp_path / "ok.jax").write_bytes(export.export_fn(model, params).serialize())
-  with pytest.raises(ValueError, match=r"expects float32 \[batch, height, width, 3\]"):
-    export.load_exported(tmp_path / "ok.jax")(jnp.zeros((8, 8, 3)))
+  call = export.load_exported(tmp_path / "ok.jax")
+  with pytest.raises(ValueError, match=r"expects float32 \[batch, height, width, 3\].*shape \(8, 8, 3\).*x\[None\]"):
+    call(jnp.zeros((8, 8, 3)))
+  with pytest.raises(ValueError, match=r"got dtype uint8: convert first \(uint8 images: image.astype"):
+    call(np.full((1, 8, 8, 3), 255, np.uint8))  # would otherwise come back white
+  with pytest.raises(ValueError, match=r"got values in \[0, 255\]: scale to \[0, 1\]"):
+    call(np.linspace(0, 255, 192, dtype=np.float32).reshape(1, 8, 8, 3))
+  with pytest.raises(ValueError, match=r"got values in \[-0.5, 0\]"):
+    call(np.linspace(-0.5, 0, 192).reshape(1, 8, 8, 3))
 
 
 def _smooth_images(n, h, w, seed):

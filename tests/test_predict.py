@@ -58,7 +58,7 @@ def _psnr(a, b):
 
 
 def test_predict_keeps_sizes_for_odd_and_tiny_images(trained_workdir, tmp_path, caplog):
-  caplog.set_level(logging.INFO)
+  caplog.set_level(logging.DEBUG)
   rng = np.random.default_rng(0)
   inputs = {
     "one.png": rng.integers(0, 256, (1, 1, 3), dtype=np.uint8),
@@ -95,9 +95,10 @@ def test_predict_bf16_matches_float32(trained_workdir, tmp_path):
   assert bf16.shape == photo.shape and _psnr(bf16, f32) > 35
 
 
-def test_missing_input_is_an_error(trained_workdir, tmp_path, caplog):
-  assert predict.predict(trained_workdir, tmp_path / "nope", tmp_path / "out", tile=0) == 1
-  assert "does not exist" in caplog.text
+def test_missing_input_is_an_error_before_the_model_loads(tmp_path, caplog):
+  with pytest.raises(predict_io.PlanError, match="does not exist"):
+    predict.predict(tmp_path / "no workdir", tmp_path / "nope", tmp_path / "out", tile=0)
+  assert _run(invert, tmp_path / "nope", tmp_path / "out") == 1 and "does not exist" in caplog.text
 
 
 def _jpeg_with_orientation(path, rgb, orientation):
@@ -204,13 +205,16 @@ def test_channel_order_end_to_end(tmp_path):
   np.testing.assert_array_equal(np.asarray(PILImage.open(tmp_path / "out/x.png")), rgb[..., [1, 2, 0]])
 
 
-def test_subfolders_are_mirrored(tmp_path):
+def test_subfolders_are_mirrored(tmp_path, caplog):
   rng = np.random.default_rng(0)
   names = ["a/b.jpg", "c.png", "a/d/e.bmp", "f.tiff", "g.JPEG"]
   for name in names:
     _write(tmp_path / "in" / name, rng.integers(0, 256, (9, 11, 3), dtype=np.uint8))
-  (tmp_path / "in/notes.txt").write_text("not an image, not an image extension: ignored")
+  (tmp_path / "in/notes.txt").write_text("not an image, not an image extension: ignored, and listed")
+  (tmp_path / "in/.DS_Store").write_text("hidden: ignored silently")
   assert _run(invert, tmp_path / "in", tmp_path / "out") == 0
+  ignored = [r.getMessage() for r in caplog.records if "ignored" in r.getMessage()]
+  assert len(ignored) == 1 and ignored[0].startswith("predict: 1 file(s) ignored") and "in/notes.txt" in ignored[0]
   written = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file())
   assert written == ["a/b.png", "a/d/e.png", "c.png", "f.png", "g.png"]
   src = _read(tmp_path / "in/c.png")
@@ -251,11 +255,53 @@ def test_orientation_icc_and_more_formats_exactly(tmp_path):
   assert raw.getexif()[0x0112] == 6 and raw.info.get("icc_profile") == icc
 
 
-def test_same_stem_collision_is_reported(tmp_path, caplog):
-  _write(tmp_path / "in/x.png", np.zeros((4, 4, 3), np.uint8))
-  _write(tmp_path / "in/x.jpg", np.zeros((4, 4, 3), np.uint8))
+def _outputs(folder):
+  return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*") if p.is_file())
+
+
+def test_inputs_sharing_a_stem_are_all_kept(tmp_path):
+  for i, name in enumerate(("x.png", "x.jpg", "x.bmp", "y.tif", "sub/x.png")):
+    _write(tmp_path / "in" / name, np.full((4, 4, 3), 10 * i, np.uint8))
+  assert _run(invert, tmp_path / "in", tmp_path / "out") == 0
+  assert _outputs(tmp_path / "out") == ["sub/x.png", "x.bmp.png", "x.jpg.png", "x.png.png", "y.png"]
+  np.testing.assert_array_equal(_read(tmp_path / "out/x.bmp.png"), np.full((4, 4, 3), 255 - 20, np.uint8))
+  assert _run(invert, tmp_path / "in", tmp_path / "all", keep_ext=True) == 0
+  assert _outputs(tmp_path / "all") == ["sub/x.png.png", "x.bmp.png", "x.jpg.png", "x.png.png", "y.tif.png"]
+
+
+def test_an_output_name_still_shared_is_skipped_and_counted(tmp_path, caplog):
+  for name in ("x.png", "x.jpg", "x.png.png"):  # x.png -> x.png.png, and x.png.png -> x.png.png
+    _write(tmp_path / "in" / name, np.zeros((4, 4, 3), np.uint8))
   assert _run(invert, tmp_path / "in", tmp_path / "out") == 1
-  assert (tmp_path / "out/x.png").exists() and "same stem" in caplog.text and "x.png" in caplog.text
+  assert _outputs(tmp_path / "out") == ["x.jpg.png", "x.png.png"]
+  assert "is also the output of" in caplog.text
+  assert caplog.records[-1].getMessage().startswith("predict: 3 image(s) found: 2 written, 0 failed, 1 skipped")
+
+
+def test_outputs_over_inputs_or_existing_ones_are_refused_before_any_work(tmp_path):
+  _write(tmp_path / "in/a.png", np.zeros((4, 4, 3), np.uint8))
+  _write(tmp_path / "in/b.jpg", np.zeros((4, 4, 3), np.uint8))
+  with pytest.raises(predict_io.PlanError, match="is the input folder"):
+    predict_io.plan(tmp_path / "in", tmp_path / "in/./")
+  with pytest.raises(predict_io.PlanError, match="would replace the input"):
+    predict_io.plan(tmp_path / "in/a.png", tmp_path / "in")
+  with pytest.raises(predict_io.PlanError, match="would replace the input"):
+    predict_io.plan(tmp_path / "in/a.png", tmp_path / "in/a.png")
+  with pytest.raises(predict_io.PlanError, match="predict writes PNG"):
+    predict_io.plan(tmp_path / "in/a.png", tmp_path / "x.jpg")
+  with pytest.raises(predict_io.PlanError, match="is a folder: pass a folder"):
+    predict_io.plan(tmp_path / "in", tmp_path / "x.png")
+  assert predict_io.plan(tmp_path / "in/b.jpg", tmp_path / "in").jobs == [
+    (tmp_path / "in/b.jpg", tmp_path / "in/b.png")
+  ]
+  (tmp_path / "out").mkdir()
+  (tmp_path / "out/a.png").write_bytes(b"mine")
+  with pytest.raises(predict_io.PlanError, match=r"1 output\(s\) already exist; pass --overwrite.*\n.*out/a.png$"):
+    predict_io.plan(tmp_path / "in", tmp_path / "out")
+  assert _run(invert, tmp_path / "in", tmp_path / "out") == 1
+  assert (tmp_path / "out/a.png").read_bytes() == b"mine" and not (tmp_path / "out/b.png").exists()
+  assert _run(invert, tmp_path / "in", tmp_path / "out", overwrite=True) == 0
+  np.testing.assert_array_equal(_read(tmp_path / "out/a.png"), np.full((4, 4, 3), 255, np.uint8))
 
 
 def test_bad_files_are_skipped_and_reported(tmp_path, caplog):
@@ -271,14 +317,14 @@ def test_bad_files_are_skipped_and_reported(tmp_path, caplog):
   np.testing.assert_array_equal(_read(tmp_path / "out/good1.png"), 255 - good)
   np.testing.assert_array_equal(_read(tmp_path / "out/sub/good2.png"), 255 - good)
   assert sorted(p.name for p in (tmp_path / "out").rglob("*.png")) == ["good1.png", "good2.png"]
-  summary = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-  assert len(summary) == 1 and "2 of 5 image(s) written" in summary[0] and "3 failed" in summary[0]
+  details, summary = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+  assert summary == f"predict: 5 image(s) found: 2 written, 3 failed, 0 skipped; output: {tmp_path / 'out'}"
   for name, reason in (
     ("truncated.png", "truncated PNG"),
     ("text.jpg", "not a PNG, JPEG"),
     ("sub/empty.png", "empty file"),
   ):
-    assert f"{tmp_path / 'in' / name}: " in summary[0] and reason in summary[0]
+    assert f"{tmp_path / 'in' / name}: " in details and reason in details
 
 
 def test_gray_rgba_and_16_bit_are_handled_and_logged(tmp_path, caplog):

@@ -308,8 +308,8 @@ def check_same_size(blurry: LoadedImage, sharp: LoadedImage, blurry_path, sharp_
   """Raises `SizeMismatchError` naming both files if sizes differ."""
   if blurry.size != sharp.size:
     raise SizeMismatchError(
-      f"Size mismatch: blurry {blurry_path} is {blurry.width}x{blurry.height} "
-      f"but sharp {sharp_path} is {sharp.width}x{sharp.height} (WxH)."
+      f"Size mismatch: blurry {blurry_path} is {blurry.height}x{blurry.width} "
+      f"but sharp {sharp_path} is {sharp.height}x{sharp.width} (HxW)."
     )
 
 
