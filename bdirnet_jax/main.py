@@ -5,7 +5,7 @@ train:    --config required; resumes from DIR/checkpoints.
 evaluate: every config.eval_datasets entry at full resolution -> DIR/eval/ (JSON per dataset, report.md, grids);
           --config optional (defaults to DIR/config.json, so eval datasets can be changed by a new config).
 predict:  --input=FILE_OR_DIR --output=DIR [--tile=T --tile_overlap=O --bf16 --keep_raw_orientation].
-export:   --output=FILE, a jax.export artifact of the inference function.
+export:   --output=FILE [--format=jax|onnx], a jax.export artifact (default) or an ONNX graph of the inference function.
 
 Config fields are overridden on the command line, e.g. --config.batch_size=16 --config.model.preset=base.
 """
@@ -29,6 +29,7 @@ def _define_flags():
   flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "export"], "What to run.")
   flags.DEFINE_string("input", None, "predict: an image file or a folder (searched recursively).")
   flags.DEFINE_string("output", None, "predict: output folder; export: output file.")
+  flags.DEFINE_enum("format", "jax", ["jax", "onnx"], "export: a jax.export artifact or an ONNX graph.")
   flags.DEFINE_integer(
     "tile",
     None,
@@ -140,7 +141,10 @@ def _run(config):
     )
     sys.exit(status)
   elif FLAGS.mode == "export":
-    from bdirnet_jax import export
+    if FLAGS.format == "onnx":
+      from bdirnet_jax import onnx_export as export
+    else:
+      from bdirnet_jax import export
 
     export.export(FLAGS.workdir, FLAGS.output, bf16=FLAGS.bf16, use_ema=FLAGS.use_ema, step=FLAGS.step)
 
