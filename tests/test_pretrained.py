@@ -84,3 +84,30 @@ def test_readme_predict_command_on_a_package(trained_workdir, tmp_path):
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith("error: ") and "params.msgpack: sha256" in last and "Traceback" not in result.stderr
   shutil.rmtree(tmp_path / "out2", ignore_errors=True)
+
+
+def test_validation_and_card_tables(trained_workdir, tmp_path):
+  """validate.py's photo is outside every split; the table's rows are the per-image scores' means; no overwrite."""
+  sys.path.insert(0, str(ROOT / "studies" / "pretrained"))
+  import card_table  # pylint: disable=g-import-not-at-top
+  import validate  # pylint: disable=g-import-not-at-top
+
+  from bdirnet_jax import study_testsets  # pylint: disable=g-import-not-at-top
+
+  ((pid, photo),) = validate.validation_photos()
+  assert photo.ndim == 3 and pid not in {i for i, _ in study_testsets.test_photos()}
+  sets, params = card_table.build_sets(str(trained_workdir), [(pid, photo)], 3, 32, 9, 0.01)
+  assert [ts.family for ts in sets] == list(card_table.FAMILIES) and params == {"kernel_size": 9, "noise_sigma": 0.01}
+  step, scores = card_table.score_sets(str(trained_workdir), None, sets)
+  rows = {r["set"]: r for r in card_table.rows_of(sets, scores)}
+  assert step == 4 and set(card_table.FAMILIES) <= set(rows)
+  split = [rows[k]["images"] for k in ("trajectory (blurring)", "trajectory (point-like)") if k in rows]
+  assert sum(split) == rows["trajectory"]["images"] == 3
+  for ts in sets:
+    r = rows[ts.family]
+    assert r["input_psnr"] == pytest.approx(np.mean([p for p, _ in scores[ts.family]["input"]]))
+    assert r["gain_db"] == pytest.approx(r["network_psnr"] - r["input_psnr"])
+  card_table.write(str(tmp_path), "card_step4", {"rows": list(rows.values())}, card_table.markdown(rows.values(), "t"))
+  assert "| linear | 3 |" in (tmp_path / "card_step4.md").read_text()
+  with pytest.raises(SystemExit, match="exists"):
+    card_table.write(str(tmp_path), "card_step4", {}, "")
