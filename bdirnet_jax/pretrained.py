@@ -26,6 +26,7 @@ from etils import epath
 from flax import serialization
 
 from bdirnet_jax import checkpoint
+from bdirnet_jax import config_validation
 
 METADATA_FILE = checkpoint.PRETRAINED_METADATA
 PARAMS_FILE = checkpoint.PRETRAINED_PARAMS
@@ -103,7 +104,7 @@ def main(argv):
   FLAGS = flags.FLAGS
   try:
     package(FLAGS.workdir, FLAGS.output, FLAGS.step)
-  except (FileExistsError, FileNotFoundError, ValueError) as e:
+  except (FileExistsError, FileNotFoundError, ValueError, config_validation.ConfigError) as e:
     raise SystemExit(f"error: {e}") from None
 
 
