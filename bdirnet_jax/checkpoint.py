@@ -20,6 +20,10 @@ from bdirnet_jax import train_state
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.json"
+# A pretrained package (bdirnet_jax/pretrained.py): config.json + params.msgpack + pretrained.json, no checkpoints.
+PRETRAINED_METADATA = "pretrained.json"
+PRETRAINED_PARAMS = "params.msgpack"
+PRETRAINED_FORMAT = "bdirnet-pretrained-1"
 
 
 def create_manager(workdir: str, config: ml_collections.ConfigDict | None = None) -> ocp.CheckpointManager:
@@ -90,7 +94,20 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   path = config_path(workdir)
   if not path.exists():
     raise FileNotFoundError(f"{path} not found: --workdir must be a directory written by --mode=train")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  saved = json.loads(path.read_text())
+  if is_pretrained(workdir):
+    # A package outlives the code that wrote it: fields added since then take today's defaults.
+    from configs import default  # pylint: disable=g-import-not-at-top
+
+    saved = _merged(default.get_config().to_dict(), saved)
+  return ml_collections.ConfigDict(saved)
+
+
+def _merged(base: dict, override: dict) -> dict:
+  out = dict(base)
+  for key, value in override.items():
+    out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+  return out
 
 
 def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
@@ -152,11 +169,50 @@ def _replicated_target(state_dir: epath.Path, key: str):
   )
 
 
+def is_pretrained(workdir: str) -> bool:
+  return (epath.Path(workdir) / PRETRAINED_METADATA).exists()
+
+
+def _restore_pretrained(workdir: str, use_ema: bool, step: int | None):
+  """(params, step, config) of a pretrained package, after checking the params file against its sha256."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+
+  from flax import serialization  # pylint: disable=g-import-not-at-top
+
+  root = epath.Path(workdir)
+  meta_path = root / PRETRAINED_METADATA
+  try:
+    meta = json.loads(meta_path.read_text())
+    params_path = root / meta["params_file"]
+    expected, saved_step, kind = meta["params_sha256"], int(meta["step"]), meta["params_kind"]
+  except (ValueError, KeyError, TypeError) as e:
+    raise config_validation.ConfigError(f"{meta_path}: not a valid pretrained metadata file ({e!r})") from e
+  if step is not None and step != saved_step:
+    raise FileNotFoundError(f"{workdir} is a pretrained package of step {saved_step}; --step={step} is not in it")
+  if not use_ema and kind == "ema":
+    raise config_validation.ConfigError(f"{workdir} holds the EMA params only; --use_ema=false cannot be served")
+  if not params_path.exists():
+    raise FileNotFoundError(f"{params_path} not found: the pretrained package is incomplete")
+  data = params_path.read_bytes()
+  actual = hashlib.sha256(data).hexdigest()
+  if actual != expected:
+    raise config_validation.ConfigError(
+      f"{params_path}: sha256 {actual} does not match {expected} in {meta_path.name} (corrupt or replaced file)"
+    )
+  params = serialization.msgpack_restore(data)
+  mesh = jax.sharding.Mesh(np.array(jax.local_devices()), ("replica",))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return jax.device_put(params, replicated), saved_step, load_config(workdir)
+
+
 def restore_params(workdir: str, use_ema: bool = True, step: int | None = None):
   """(params, step, config) for inference: EMA params when the run kept an EMA, the raw params otherwise.
 
-  A partial restore: only that subtree is read, not the optimizer's moments (twice the params' size).
+  A partial restore: only that subtree is read, not the optimizer's moments (twice the params' size). A pretrained
+  package (pretrained.json beside config.json) is read from its params file instead.
   """
+  if is_pretrained(workdir):
+    return _restore_pretrained(workdir, use_ema, step)
   config = load_config(workdir)
   manager = create_manager(workdir)
   step = manager.latest_step() if step is None else step

@@ -7,7 +7,8 @@ evaluate: every config.eval_datasets entry at full resolution -> DIR/eval/ (JSON
 predict:  --input=FILE_OR_DIR --output=DIR (or --output=NAME.png for one input file) [--overwrite --keep_ext
           --tile=T --tile_overlap=O --bf16 --keep_raw_orientation]. Never writes over an input; outputs that
           exist are replaced only with --overwrite.
-export:   --output=FILE (e.g. exports/model.jax), a jax.export artifact of the inference function.
+export:   --output=FILE (e.g. exports/model.jax) [--format=jax|onnx], a jax.export artifact (default) or an ONNX
+          graph of the inference function.
 
 Logs show the project's own lines; --verbosity=1 (or -v 1) adds the libraries' (orbax, TensorFlow, XLA).
 
@@ -46,6 +47,7 @@ def _define_flags():
     "predict: name every output <name>.<ext>.png (img.jpg -> img.jpg.png); without it only inputs sharing a stem "
     "(img.bmp, img.tif) keep their extension.",
   )
+  flags.DEFINE_enum("format", "jax", ["jax", "onnx"], "export: a jax.export artifact or an ONNX graph.")
   flags.DEFINE_integer(
     "tile",
     None,
@@ -167,7 +169,10 @@ def _run(config):
       sys.exit(f"error: {e}")
     sys.exit(status)
   elif FLAGS.mode == "export":
-    from bdirnet_jax import export
+    if FLAGS.format == "onnx":
+      from bdirnet_jax import onnx_export as export
+    else:
+      from bdirnet_jax import export
 
     export.export(FLAGS.workdir, FLAGS.output, bf16=FLAGS.bf16, use_ema=FLAGS.use_ema, step=FLAGS.step)
 

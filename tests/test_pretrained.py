@@ -1,0 +1,113 @@
+"""Pretrained packages: written from a workdir, restored by evaluate/predict/export, guarded by their sha256."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import jax
+import numpy as np
+import pytest
+import skimage.data
+
+from bdirnet_jax import checkpoint
+from bdirnet_jax import config_validation
+from bdirnet_jax import pretrained
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_package_holds_the_ema_params_config_and_their_sha256(trained_workdir, tmp_path):
+  out = tmp_path / "tiny"
+  meta = pretrained.package(str(trained_workdir), str(out))
+  assert sorted(p.name for p in out.iterdir()) == ["config.json", "params.msgpack", "pretrained.json"]
+  assert json.loads((out / "pretrained.json").read_text()) == meta
+  assert meta["params_kind"] == "ema" and meta["step"] == 4
+  assert meta["params_sha256"] == pretrained.sha256(out / "params.msgpack")
+  assert meta["params_bytes"] == (out / "params.msgpack").stat().st_size
+  ema, step, _ = checkpoint.restore_params(str(trained_workdir), use_ema=True)
+  raw, _, _ = checkpoint.restore_params(str(trained_workdir), use_ema=False)
+  params, pstep, config = checkpoint.restore_params(str(out))
+  assert pstep == step == 4 and config.model.preset == "tiny"
+  assert meta["param_count"] == sum(x.size for x in jax.tree.leaves(ema))
+  jax.tree.map(np.testing.assert_array_equal, params, ema)
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(raw)))
+
+  # Never overwrites, and only the package's own step is served.
+  with pytest.raises(FileExistsError, match="already exists"):
+    pretrained.package(str(trained_workdir), str(out))
+  with pytest.raises(FileNotFoundError, match="step 4"):
+    checkpoint.restore_params(str(out), step=2)
+  with pytest.raises(config_validation.ConfigError, match="EMA params only"):
+    checkpoint.restore_params(str(out), use_ema=False)
+
+  # A config written by older code (a field missing) loads with today's default for it.
+  saved = json.loads((out / "config.json").read_text())
+  del saved["optim"]["ema_decay"], saved["log_every_steps"]
+  (out / "config.json").write_text(json.dumps(saved))
+  config = checkpoint.load_config(str(out))
+  assert config.log_every_steps is not None and config.optim.ema_decay > 0 and config.model.preset == "tiny"
+
+  # A changed params file is one clear line, from the command too.
+  data = bytearray((out / "params.msgpack").read_bytes())
+  data[-1] ^= 1
+  (out / "params.msgpack").write_bytes(bytes(data))
+  with pytest.raises(config_validation.ConfigError, match="sha256 .* does not match"):
+    checkpoint.restore_params(str(out))
+
+
+def test_readme_predict_command_on_a_package(trained_workdir, tmp_path):
+  """python main.py --mode=predict --workdir=pretrained/NAME --input=IMG --output=OUT on a bundled photo."""
+  pkg = tmp_path / "pretrained" / "tiny"
+  pretrained.package(str(trained_workdir), str(pkg))
+  photo = skimage.data.astronaut()[100:160, 150:230]
+  iio.imwrite(tmp_path / "photo.png", photo)
+  cmd = [sys.executable, "main.py", "--mode=predict", f"--workdir={pkg}", f"--input={tmp_path / 'photo.png'}"]
+  result = subprocess.run(cmd + [f"--output={tmp_path / 'out'}"], cwd=ROOT, capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr[-2000:]
+  out = iio.imread(tmp_path / "out" / "photo.png")
+  assert out.shape == photo.shape and out.dtype == np.uint8
+  # The same pixels as predict from the training workdir itself.
+  from bdirnet_jax import predict  # pylint: disable=g-import-not-at-top
+
+  assert predict.predict(str(trained_workdir), str(tmp_path / "photo.png"), str(tmp_path / "ref")) == 0
+  np.testing.assert_array_equal(out, iio.imread(tmp_path / "ref" / "photo.png"))
+
+  # A corrupted params file: exit status 1 and one line naming the file.
+  data = bytearray((pkg / "params.msgpack").read_bytes())
+  data[0] ^= 1
+  (pkg / "params.msgpack").write_bytes(bytes(data))
+  result = subprocess.run(cmd + [f"--output={tmp_path / 'out2'}"], cwd=ROOT, capture_output=True, text=True)
+  assert result.returncode == 1
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and "params.msgpack: sha256" in last and "Traceback" not in result.stderr
+  shutil.rmtree(tmp_path / "out2", ignore_errors=True)
+
+
+def test_validation_and_card_tables(trained_workdir, tmp_path):
+  """validate.py's photo is outside every split; the table's rows are the per-image scores' means; no overwrite."""
+  sys.path.insert(0, str(ROOT / "studies" / "pretrained"))
+  import card_table  # pylint: disable=g-import-not-at-top
+  import validate  # pylint: disable=g-import-not-at-top
+
+  from bdirnet_jax import study_testsets  # pylint: disable=g-import-not-at-top
+
+  ((pid, photo),) = validate.validation_photos()
+  assert photo.ndim == 3 and pid not in {i for i, _ in study_testsets.test_photos()}
+  sets, params = card_table.build_sets(str(trained_workdir), [(pid, photo)], 3, 32, 9, 0.01)
+  assert [ts.family for ts in sets] == list(card_table.FAMILIES) and params == {"kernel_size": 9, "noise_sigma": 0.01}
+  step, scores = card_table.score_sets(str(trained_workdir), None, sets)
+  rows = {r["set"]: r for r in card_table.rows_of(sets, scores)}
+  assert step == 4 and set(card_table.FAMILIES) <= set(rows)
+  split = [rows[k]["images"] for k in ("trajectory (blurring)", "trajectory (point-like)") if k in rows]
+  assert sum(split) == rows["trajectory"]["images"] == 3
+  for ts in sets:
+    r = rows[ts.family]
+    assert r["input_psnr"] == pytest.approx(np.mean([p for p, _ in scores[ts.family]["input"]]))
+    assert r["gain_db"] == pytest.approx(r["network_psnr"] - r["input_psnr"])
+  card_table.write(str(tmp_path), "card_step4", {"rows": list(rows.values())}, card_table.markdown(rows.values(), "t"))
+  assert "| linear | 3 |" in (tmp_path / "card_step4.md").read_text()
+  with pytest.raises(SystemExit, match="exists"):
+    card_table.write(str(tmp_path), "card_step4", {}, "")
