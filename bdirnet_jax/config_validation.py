@@ -6,6 +6,8 @@ itself (model fields, mesh shape, dataset policies, blur families, the batch spl
 only calls it early (`_owned`).
 """
 
+import re
+
 import ml_collections
 
 from bdirnet_jax import losses
@@ -180,6 +182,84 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _validate_loss(config)
   _validate_optim(config)
   _validate_dataset(config, 2 ** len(kwargs["enc_blocks"]))
+  validate_eval_datasets(config)
+
+
+_SPLIT = re.compile(r"^[A-Za-z0-9_-]+(\[[^\]]*\])?(\+[A-Za-z0-9_-]+(\[[^\]]*\])?)*$")  # TFDS split syntax
+
+
+def _prepared_splits(tfds, name, cfg, data_dir) -> list[str]:
+  """The split names of a prepared dataset (reads its dataset_info.json); [] when it is not prepared yet (evaluate
+  says how to build it)."""
+  try:
+    builder = tfds.builder(f"{name}/{cfg}" if cfg else name, data_dir=data_dir)
+    return list(builder.info.splits.keys()) if builder.is_prepared() else []
+  except Exception:  # pylint: disable=broad-except  (an unreadable data_dir is evaluate's error to report)
+    return []
+
+
+def validate_eval_datasets(config: ml_collections.ConfigDict) -> None:
+  """Names, builder configs, splits, protocols and output labels of `config.eval_datasets`, so that a misspelled
+  entry fails before training instead of at the final evaluation after the whole run. Imports the TFDS builder
+  registry (not TensorFlow): a second or two."""
+  datasets = config.get("eval_datasets", None)
+  if not datasets:
+    return
+  _check(
+    isinstance(datasets, (list, tuple)),
+    f"config.eval_datasets must be a list of dataset configs, got {type(datasets).__name__}",
+  )
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  import tfds_builders  # pylint: disable=g-import-not-at-top
+  from bdirnet_jax import evaluate  # pylint: disable=g-import-not-at-top  (the protocol registry)
+
+  labels = {}
+  for i, ds in enumerate(datasets):
+    key = f"config.eval_datasets[{i}]"
+    _check(isinstance(ds, (ml_collections.ConfigDict, dict)), f"{key} must be a dataset config, got {ds!r}")
+    name = ds.get("name", None)
+    _check(isinstance(name, str) and name, f"{key}.name must be a dataset name, got {name!r}")
+    try:
+      builder_cls = tfds.builder_cls(name)
+    except Exception:  # pylint: disable=broad-except  (tfds raises several types for an unknown name)
+      raise ConfigError(
+        f"{key}.name={name!r} is not a known dataset; expected one of {list(tfds_builders.BUILDER_NAMES)} or "
+        "another registered TFDS name"
+      ) from None
+    known_configs = [c.name for c in (getattr(builder_cls, "BUILDER_CONFIGS", None) or [])]
+    cfg = ds.get("config", None)
+    if known_configs:
+      _check(
+        cfg is None or cfg in known_configs,
+        f"{key}.config={cfg!r} is not a config of {name}; expected one of {known_configs}",
+      )
+    else:
+      _check(cfg is None, f"{key}.config={cfg!r}: {name} has no builder configs; expected None")
+    split = ds.get("split", "test")
+    _check(
+      isinstance(split, str) and _SPLIT.match(split) is not None,
+      f"{key}.split={split!r} is not a TFDS split (e.g. 'test', 'train[:10]')",
+    )
+    prepared = _prepared_splits(tfds, name, cfg, ds.get("data_dir", None))
+    for part in split.split("+"):
+      base = part.split("[")[0]
+      _check(
+        not prepared or base in prepared,
+        f"{key}.split={split!r}: {name}{'/' + cfg if cfg else ''} has no split {base!r}; it has {sorted(prepared)}",
+      )
+    protocol = ds.get("protocol", None)
+    _check(
+      protocol is None or protocol in evaluate.PROTOCOLS,
+      f"{key}.protocol={protocol!r} is not a known protocol; expected one of {sorted(evaluate.PROTOCOLS)}",
+    )
+    label = (ds.get("label", None) or name).replace("/", "-")  # evaluate.label_of, for plain dicts too
+    _check(
+      (label, split) not in labels,
+      f"{key} writes {label}_{split}.json like config.eval_datasets[{labels.get((label, split))}]; give the "
+      "entries distinct `label` fields",
+    )
+    labels[(label, split)] = i
 
 
 def validate_for_mesh(config: ml_collections.ConfigDict, mesh) -> None:

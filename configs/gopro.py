@@ -23,7 +23,7 @@ def get_config():
   config.eval_datasets = [
     default.dataset_config("gopro", "blur", split="test", crop_size=0, auto_prepare=False),
     default.dataset_config("hide", None, split="test", crop_size=0, auto_prepare=False),
-    default.dataset_config("realblur", "j", split="test", crop_size=0, auto_prepare=False),
-    default.dataset_config("realblur", "r", split="test", crop_size=0, auto_prepare=False),
+    default.dataset_config("realblur", "j", split="test", crop_size=0, auto_prepare=False, label="realblur_j"),
+    default.dataset_config("realblur", "r", split="test", crop_size=0, auto_prepare=False, label="realblur_r"),
   ]
   return config

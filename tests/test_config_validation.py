@@ -17,6 +17,7 @@ from bdirnet_jax import config_validation
 from bdirnet_jax import input_pipeline
 from bdirnet_jax import train
 from bdirnet_jax.config_validation import ConfigError
+from configs import default
 from configs import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -203,3 +204,66 @@ def test_cli_wrong_type_and_bad_value_fail_in_one_line(tmp_path):
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith("error: config.compute_dtype must be one of"), result.stderr[-2000:]
   assert "Traceback" not in result.stderr
+
+
+# (entry field, bad value, what the one-line message must contain)
+BAD_EVAL_ENTRIES = [
+  (
+    "name",
+    "synthetic_blurr",
+    "config.eval_datasets[0].name='synthetic_blurr' is not a known dataset; expected one of ",
+  ),
+  ("config", "gausian_k15", "config.eval_datasets[0].config='gausian_k15' is not a config of synthetic_blur"),
+  ("split", "test!", "config.eval_datasets[0].split='test!' is not a TFDS split"),
+  ("protocol", "gopro_matlb", "config.eval_datasets[0].protocol='gopro_matlb' is not a known protocol"),
+]
+
+
+@pytest.mark.parametrize("key,value,message", BAD_EVAL_ENTRIES)
+def test_bad_eval_dataset_fails_naming_the_entry(key, value, message):
+  config = default.get_config()
+  config.eval_datasets[0][key] = value
+  with pytest.raises(ConfigError) as e:
+    config_validation.validate(config)
+  assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
+  if key == "name":  # the registered names, so the fix is visible in the message
+    assert "'synthetic_blur'" in str(e.value) and "'gopro'" in str(e.value)
+  if key == "config":
+    assert "'gaussian_k15'" in str(e.value)
+
+
+def test_eval_dataset_split_is_checked_against_a_prepared_dataset(synthetic_blur_data_dir):
+  config = default.get_config()
+  config.eval_datasets[0].update(data_dir=str(synthetic_blur_data_dir), split="tset")
+  with pytest.raises(ConfigError, match=r"split='tset': synthetic_blur/gaussian_k15 has no split 'tset'; it has "):
+    config_validation.validate(config)
+  config.eval_datasets[0].split = "test[:2]"
+  config_validation.validate(config)
+
+
+def test_eval_datasets_writing_one_file_are_rejected():
+  config = default.get_config()
+  config.eval_datasets = [config.eval_datasets[0], ml_collections.ConfigDict(config.eval_datasets[0].to_dict())]
+  with pytest.raises(
+    ConfigError, match=r"eval_datasets\[1\] writes synthetic_blur_test.json like .*eval_datasets\[0\]"
+  ):
+    config_validation.validate(config)
+  config.eval_datasets[1].label = "again"
+  config_validation.validate(config)
+
+
+def test_cli_misspelled_eval_dataset_fails_before_training(tmp_path):
+  """The default recipe trains for minutes before its final evaluation; the typo must stop it before that (the
+  60 s subprocess timeout fails the test otherwise)."""
+  config_file = tmp_path / "typo.py"
+  config_file.write_text(
+    "from configs import default\n\n\ndef get_config():\n  config = default.get_config()\n"
+    "  config.eval_datasets[0].name = 'synthetic_blurr'\n  return config\n"
+  )
+  workdir = tmp_path / "w"
+  result = _main(f"--config={config_file}", f"--workdir={workdir}", timeout=60)
+  assert result.returncode == 1, result.stderr[-2000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: config.eval_datasets[0].name='synthetic_blurr' is not a known dataset"), last
+  assert "'synthetic_blur'" in last and "Traceback" not in result.stderr
+  assert not (workdir / "checkpoints").exists()

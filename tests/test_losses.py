@@ -162,18 +162,40 @@ def test_total_loss_is_weighted_sum_and_weights_switch_terms_off():
   cfg.stats_weight = 0.005  # likewise
   out = _outputs()
   sharp = jnp.zeros((2, 8, 8, 3))
-  loss, terms = losses.total_loss(out, sharp, cfg)
+  _, terms = losses.total_loss(out, sharp, cfg)
   assert set(terms) == {"rec", "fft", "identity", "identity_fft", "latent", "infonce", "stats"}
-  expected = (
-    cfg.rec_weight * terms["rec"]
-    + cfg.fft_weight * terms["fft"]
-    + cfg.identity_weight * terms["identity"]
-    + cfg.fft_weight * cfg.identity_weight * terms["identity_fft"]
-    + cfg.latent_weight * terms["latent"]
-    + cfg.infonce_weight * terms["infonce"]
-    + cfg.stats_weight * terms["stats"]
-  )
-  assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+  # Each term on its own beside rec, at a hand-picked weight, against the term's own function on the outputs it
+  # is meant to see (not total_loss's dict): catches a term fed the wrong view or weighted by another's weight.
+  rec = losses.reconstruction_loss(out["restored"], sharp, cfg.reconstruction, cfg.charbonnier_eps)
+  own = {
+    "fft": (losses.fft_loss(out["restored"], sharp), {"fft_weight": 0.25}),
+    "identity": (
+      losses.reconstruction_loss(out["identity"], sharp, cfg.reconstruction, cfg.charbonnier_eps),
+      {"identity_weight": 0.25},
+    ),
+    "latent": (
+      losses.latent_consistency_loss(out["latent_blurry"], out["latent_sharp"], cfg.latent_distance, True),
+      {"latent_weight": 0.25},
+    ),
+    "infonce": (
+      losses.info_nce_loss(out["embed_blurry"], out["embed_sharp"], cfg.infonce_temperature, False),
+      {"infonce_weight": 0.25},
+    ),
+    "stats": (losses.stats_matching_loss(out["stats_blurry"], out["stats_sharp"], True), {"stats_weight": 0.25}),
+  }
+  zero = {k: 0.0 for k in ("identity_weight", "latent_weight", "infonce_weight", "stats_weight", "fft_weight")}
+  for name, (value, weights) in own.items():
+    single = ml_collections.ConfigDict(cfg.to_dict())
+    single.update({**zero, **weights})
+    got, _ = losses.total_loss(out, sharp, single)
+    assert float(got) == pytest.approx(float(rec) + 0.25 * float(value), rel=1e-6), name
+  # Both on: the identity view's FFT term is weighted by the product of the two weights.
+  both = ml_collections.ConfigDict(cfg.to_dict())
+  both.update({**zero, "identity_weight": 0.5, "fft_weight": 0.25})
+  got, _ = losses.total_loss(out, sharp, both)
+  fft_id = losses.fft_loss(out["identity"], sharp)
+  want = float(rec) + 0.25 * float(own["fft"][0]) + 0.5 * float(own["identity"][0]) + 0.125 * float(fft_id)
+  assert float(got) == pytest.approx(want, rel=1e-6)
   off = ml_collections.ConfigDict(cfg.to_dict())
   for k in ("identity_weight", "latent_weight", "infonce_weight", "stats_weight", "fft_weight"):
     off[k] = 0.0
