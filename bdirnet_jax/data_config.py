@@ -29,6 +29,7 @@ def dataset_config(name="synthetic_blur", config="mixed", split="train", **overr
       num_workers=0,  # grain worker processes (0: in the main process)
       num_threads=2,  # grain read threads per process
       prefetch=2,
+      decoded_cache_mb=1024,  # decoded training images kept in memory per process (0: decode on every read)
     )
   )
   ds.update(overrides)

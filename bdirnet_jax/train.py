@@ -1,6 +1,8 @@
 """The training loop: owns the mesh, state, checkpoints, metric writers and the input iterator."""
 
+import collections
 import copy
+import json
 import os
 import signal
 import threading
@@ -99,6 +101,61 @@ def create_state(config, mesh, rng):
   return model, tx, abstract, shardings, jax.jit(init, out_shardings=shardings)
 
 
+# Fields that never enter the compiled init and train programs (the seed and data order arrive as arguments or
+# batches; the rest is the loop's bookkeeping). Of config.dataset only these shape the step: the crop (init's
+# dummy input) and the noise the device adds; every other dataset field changes batches, not the program.
+RUN_ONLY_FIELDS = (
+  "seed",
+  "checkpoint_every_steps",
+  "log_every_steps",
+  "eval_every_steps",
+  "keep_checkpoints",
+  "async_checkpointing",
+  "nan_policy",
+  "profile_steps",
+  "eval_datasets",
+  "eval_num_grid_images",
+)
+PROGRAM_DATASET_FIELDS = ("crop_size", "noise_sigma")
+_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
+_MAX_PROGRAMS = 8  # configs whose compiled programs stay in memory (a study cycles through its configs, seed-major)
+
+
+def program_key(config: ml_collections.ConfigDict) -> str:
+  """The part of `config` the compiled programs depend on, as a string: two runs with equal keys (e.g. a study's
+  seeds and training blurs of one config) run the same programs."""
+  d = json.loads(config.to_json_best_effort())
+  for key in RUN_ONLY_FIELDS:
+    d.pop(key, None)
+  if (d.get("optim") or {}).get("schedule_steps") is not None:
+    d.pop("num_train_steps", None)  # the horizon is schedule_steps then
+  d["dataset"] = {k: (d.get("dataset") or {}).get(k) for k in PROGRAM_DATASET_FIELDS}
+  return json.dumps(d, sort_keys=True)
+
+
+def _identity(x):
+  return x
+
+
+def programs(config, mesh, init_rng):
+  """(model, tx, abstract_state, state_shardings, init, step_fn, replicate): built once per program key and mesh in
+  a process, so later runs of one config reuse the jitted (and already compiled) init and train step."""
+  key = (program_key(config), mesh)
+  hit = _PROGRAMS.get(key)
+  if hit is not None:
+    _PROGRAMS.move_to_end(key)
+    logging.info("Reusing the compiled programs of an earlier run of this config in this process")
+    return hit
+  model, tx, abstract, shardings, init = create_state(config, mesh, init_rng)
+  step_fn = jit_train_step(model, tx, config, mesh, shardings)
+  # Not device_put: with several processes the mesh holds devices this process cannot address.
+  replicate = jax.jit(_identity, out_shardings=sharding_lib.replicated(mesh))
+  hit = _PROGRAMS[key] = (model, tx, abstract, shardings, init, step_fn, replicate)
+  while len(_PROGRAMS) > _MAX_PROGRAMS:
+    _PROGRAMS.popitem(last=False)
+  return hit
+
+
 def prepare_workdir(workdir) -> str:
   """The absolute workdir, created; a path that is a file fails in seconds, not at the first checkpoint an hour
   later (orbax refuses relative paths)."""
@@ -168,16 +225,20 @@ def flat_hparams(config: ml_collections.ConfigDict) -> dict:
   return out
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_iterator=None) -> TrainState:
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, train_iterator=None, timings: dict | None = None
+) -> TrainState:
   """Trains to config.num_train_steps, resuming from the latest checkpoint in workdir/checkpoints, evaluating on
   `config.eval_datasets` every `config.eval_every_steps` and once at the end.
 
   `train_iterator` (per-process numpy batches with get_state/set_state) replaces the configured input pipeline,
-  for tests and custom data.
+  for tests and custom data. `timings`, if given, receives setup_s (until the first step is called), compile_s (the
+  first step: compilation, or none when an earlier run of this config in this process compiled it, plus one step),
+  train_s (the other steps, checkpoints included) and eval_s.
   """
   # SIGTERM is caught from the start, so a preemption during restore or compilation still ends in a clean save.
   with _Preemption() as preemption:
-    return _train(config, workdir, train_iterator, preemption)
+    return _train(config, workdir, train_iterator, preemption, {} if timings is None else timings)
 
 
 def _evaluate(config, model, state, mesh, workdir, writer, step, final):
@@ -205,7 +266,8 @@ def _evaluate(config, model, state, mesh, workdir, writer, step, final):
   return summaries
 
 
-def _train(config, workdir, train_iterator, preemption) -> TrainState:
+def _train(config, workdir, train_iterator, preemption, timings) -> TrainState:
+  t_setup = time.time()
   config_validation.validate(config)
   workdir = prepare_workdir(workdir)
   checkpoint.check_workdir_model(workdir, config)
@@ -218,7 +280,7 @@ def _train(config, workdir, train_iterator, preemption) -> TrainState:
   config_validation.validate_for_mesh(config, mesh)
   rng = jax.random.key(config.seed)
   init_rng, step_rng = jax.random.split(rng)
-  model, tx, abstract_state, state_shardings, init = create_state(config, mesh, init_rng)
+  model, tx, abstract_state, state_shardings, init, step_fn, replicate = programs(config, mesh, init_rng)
   num_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(abstract_state.params))
   logging.info("Model: %s preset, %d parameters (%.2f M)", config.model.get("preset"), num_params, num_params / 1e6)
 
@@ -245,9 +307,7 @@ def _train(config, workdir, train_iterator, preemption) -> TrainState:
     state = init(init_rng)
   checkpoint.save_config(workdir, config)
 
-  step_fn = jit_train_step(model, tx, config, mesh, state_shardings)
-  # Not device_put: with several processes the mesh holds devices this process cannot address.
-  step_rng = jax.jit(lambda key: key, out_shardings=sharding_lib.replicated(mesh))(step_rng)
+  step_rng = replicate(step_rng)
   writer = writers.create_writer(workdir, jax.process_index())
   periodic = writers.periodic_actions()
   hooks = [
@@ -269,6 +329,8 @@ def _train(config, workdir, train_iterator, preemption) -> TrainState:
   eval_every = config.get("eval_every_steps", 0) or 0
   has_eval = bool(config.get("eval_datasets", None))
   t0 = time.time()
+  timings.update(setup_s=t0 - t_setup, compile_s=0.0, train_s=0.0, eval_s=0.0)
+  t_first = None
 
   def check_finite():
     nonlocal nonfinite_seen
@@ -295,6 +357,10 @@ def _train(config, workdir, train_iterator, preemption) -> TrainState:
     state, metrics = step_fn(state, batch, step_rng)
     step += 1
     pending.append(metrics)
+    if t_first is None:  # one synchronisation, so the log tells compilation apart from training
+      jax.block_until_ready(metrics["loss"])
+      t_first = time.time()
+      timings["compile_s"] = t_first - t0
     # Progress counts completed steps: wait for the previous step (the current one stays queued, so the device
     # never idles), otherwise dispatch runs ahead and steps/s and the ETA swing between log intervals.
     if len(pending) >= 2:
@@ -325,8 +391,18 @@ def _train(config, workdir, train_iterator, preemption) -> TrainState:
   manager.wait_until_finished()
   manager.check_for_errors()
   manager.close()
-  logging.info("Trained to step %d in %.1fs", step, time.time() - t0)
+  timings["train_s"] = time.time() - (t_first or t0)
+  logging.info(
+    "Trained to step %d in %.1fs (setup %.1fs, first step with compilation %.1fs, other steps %.1fs)",
+    step,
+    time.time() - t0,
+    timings["setup_s"],
+    timings["compile_s"],
+    timings["train_s"],
+  )
   if has_eval and step >= config.num_train_steps and not preemption.stopped:
+    t_eval = time.time()
     _evaluate(config, model, state, mesh, workdir, writer, step, final=True)
+    timings["eval_s"] = time.time() - t_eval
   writer.flush()
   return state

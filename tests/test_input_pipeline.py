@@ -482,3 +482,44 @@ def test_benchmark_script_runs(tmp_path):
   rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
   assert {row["on_the_fly_blur"] for row in rows} == {False, True}
   assert all(row["crops_per_s"] > 0 for row in rows)
+
+
+class CountingSource(ListSource):
+  def __init__(self, records):
+    super().__init__(records)
+    self.reads = 0
+
+  def __getitem__(self, i):
+    self.reads += 1
+    return super().__getitem__(i)
+
+
+@pytest.mark.parametrize("on_the_fly", [False, True])
+def test_decoded_cache_reads_each_record_once_and_changes_no_batch(on_the_fly):
+  records = make_source(n=6, sharp_only=on_the_fly)._records
+  cfg = make_config(on_the_fly_blur=on_the_fly, num_threads=1)
+  cfg.dataset.decoded_cache_mb = 0
+  plain = CountingSource(records)
+  expected = take(train_iter(cfg, plain), 6)  # 24 examples: 4 epochs of 6
+  assert plain.reads >= 24
+  cfg.dataset.decoded_cache_mb = 64
+  cached = CountingSource(records)
+  got = take(train_iter(cfg, cached), 6)
+  assert batches_equal(got, expected)
+  assert cached.reads == 6  # decoded once each, then served from memory
+  assert set(got[0]) == ({"sharp", "kernel"} if on_the_fly else {"blurry", "sharp"})
+
+
+def test_decoded_cache_budget_and_pickling():
+  import pickle  # pylint: disable=g-import-not-at-top
+
+  records = make_source(n=4, shape=(32, 32))._records  # 2 x 3 KiB of images each
+  src = CountingSource(records)
+  cache = ip.DecodedCache(src, ("blurry", "sharp", "image_id"), budget_mb=13 * 1024 / 2**20)  # room for 2
+  for _ in range(2):
+    for i in range(4):
+      rec = cache[i]
+      assert np.array_equal(rec["sharp"], records[i]["sharp"]) and not rec["sharp"].flags.writeable
+  assert src.reads == 4 + 2  # two records over the budget are read again
+  clone = pickle.loads(pickle.dumps(cache))  # what a grain worker process gets: an empty cache of its own
+  assert len(clone) == 4 and clone._bytes == 0 and clone[3]["image_id"] == records[3]["image_id"]
