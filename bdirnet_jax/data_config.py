@@ -12,7 +12,9 @@ def dataset_config(name="synthetic_blur", config="mixed", split="train", **overr
       config=config,  # its builder config (None for builders without configs)
       split=split,
       label=placeholder(str),  # evaluation output name (DIR/eval/<label>_<split>.json); None = the name
-      protocol=placeholder(str),  # evaluation protocol (evaluate.PROTOCOLS); None = evaluate.DATASET_PROTOCOLS by name
+      protocol=placeholder(
+        str
+      ),  # evaluation protocol (protocols.PROTOCOLS); None = protocols.DATASET_PROTOCOLS by name
       data_dir=placeholder(str),  # TFDS data_dir; None = $TFDS_DATA_DIR or ~/tensorflow_datasets
       manual_dir=placeholder(str),  # where the extracted official archives live (real datasets)
       auto_prepare=True,  # build synthetic_blur on first use if missing (real datasets need `tfds build`)

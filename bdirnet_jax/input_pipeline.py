@@ -239,7 +239,12 @@ class TrainTransform:
 class EvalTransform:
   """Full-size example with a str image_id; no randomness. Records with a `variant` field
   (several blurs of one photo, as in synthetic_blur) get `<image_id>#<variant>` so that ids
-  stay unique (per-image outputs would otherwise overwrite each other)."""
+  stay unique (per-image outputs would otherwise overwrite each other). `extra_keys`: record
+  fields kept as they are (what an evaluation protocol needs beyond blurry/sharp, e.g. Köhler's
+  frames); picklable for grain."""
+
+  def __init__(self, extra_keys: tuple[str, ...] = ()):
+    self.extra_keys = tuple(extra_keys)
 
   def __call__(self, record: Mapping[str, Any]) -> dict[str, Any]:
     iid = _image_id(record)
@@ -250,6 +255,12 @@ class EvalTransform:
     out = {"blurry": _as_rgb_uint8(record["blurry"], "blurry", iid), "image_id": iid}
     if record.get("sharp") is not None:
       out["sharp"] = _as_rgb_uint8(record["sharp"], "sharp", iid)
+    for key in self.extra_keys:
+      if record.get(key) is None:
+        raise ValueError(
+          f"eval record {iid!r} has no {key!r}, which its protocol needs (rebuild the dataset with the current builder)"
+        )
+      out[key] = record[key]
     return out
 
 
@@ -386,15 +397,15 @@ def _to_iterator(ds: grain.MapDataset, ds_cfg) -> grain.DatasetIterator:
 
 
 def create_eval_iterator(
-  ds_cfg, source=None, *, process_index: int = 0, process_count: int = 1
+  ds_cfg, source=None, *, process_index: int = 0, process_count: int = 1, extra_keys: tuple[str, ...] = ()
 ) -> grain.DatasetIterator:
-  """One full-size example at a time, in source order: `{"blurry", "sharp"?, "image_id"}`;
+  """One full-size example at a time, in source order: `{"blurry", "sharp"?, "image_id", *extra_keys}`;
   process i of n gets examples i, i+n, ... (strided, so every process gets a similar count).
   `source` defaults to `open_source(ds_cfg)` (i.e. split `ds_cfg.split`)."""
   pi, pc = _process_defaults(process_index, process_count)
   if source is None:
     source = open_source(ds_cfg)
-  ds = _shard(grain.MapDataset.source(source), pi, pc, len(source)).map(EvalTransform())
+  ds = _shard(grain.MapDataset.source(source), pi, pc, len(source)).map(EvalTransform(extra_keys))
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
   return iter(it_ds)
 

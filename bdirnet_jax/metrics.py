@@ -1,7 +1,7 @@
 """PSNR / SSIM in JAX: scikit-image's 2-D SSIM and MATLAB's 3-D SSIM, both jitted.
 
 Published deblurring numbers move by up to ~0.6 dB (and SSIM by up to ~0.2) between protocols, so every number
-belongs to a named protocol (the table is `bdirnet_jax.evaluate.PROTOCOLS`):
+belongs to a named protocol (the table is `bdirnet_jax.protocols.PROTOCOLS`):
   * `gopro_matlab` (GoPro / HIDE tables of Restormer, MPRNet, NAFNet): output rounded to uint8, `psnr` and
     `ssim_3d`, MATLAB's `ssim` on an HxWx3 volume.
   * `rgb_uint8_gauss11` (`DEFAULT_PROTOCOL`, any other dataset): output rounded to uint8, `psnr` and

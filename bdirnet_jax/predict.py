@@ -1,11 +1,9 @@
 """Deblurs image files with a trained workdir: shape buckets keep compilations few, big images are tiled.
 
-Every network call sees a padded shape from a small set: H and W are rounded up to a bucket (a multiple of
-max(64, 2^(floor(log2 side) - 2)) and of the network's downsampling factor: sides up to 256 pad to a multiple of
-64, longer ones by at most 25%, four sizes per octave) and the batch to a power of two times the device count.
-Images of one bucket are batched together; reflect padding keeps the statistics SAID normalises close to the
-unpadded image's, but not identical, so a result can differ very slightly from evaluate's (which pads only to the
-multiple).
+Every network call sees a padded shape from a small set (`batching.Batcher` with buckets: H and W rounded up to a
+bucket, the batch to a power of two times the device count); reflect padding keeps the statistics SAID normalises
+close to the unpadded image's, but not identical, so a result can differ very slightly from evaluate's (which pads
+only to the multiple).
 
 An image is tiled (see tiling.py) when a side exceeds --tile, or, with --tile unset, when one forward pass of its
 bucket would not fit the device memory (estimated from XLA's memory analysis of a small input, scaled by pixels).
@@ -13,7 +11,6 @@ The core, `Predictor`, takes any batch apply function and pixel arrays, so the t
 their own; which files to read, the reading and writing, and the report are predict_io's.
 """
 
-import collections
 import dataclasses
 import functools
 import math
@@ -27,26 +24,18 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
+from bdirnet_jax import batching
 from bdirnet_jax import image_io
 from bdirnet_jax import inference
 from bdirnet_jax import predict_io
 from bdirnet_jax import sharding as sharding_lib
 from bdirnet_jax import tiling
 
-MAX_IMAGES_PER_DEVICE = 8
-PIXELS_PER_DEVICE_STEP = 1 << 22  # bigger batches of big images gain nothing and cost host memory
 AUTO_TILES = (2048, 1024, 512, 256, 128)
 DEVICE_MEMORY_FRACTION = 0.8
 HOST_MEMORY_FRACTION = 0.5  # CPU backends: of the physical RAM, shared by the (possibly fake) CPU devices
-PENDING_BYTES = 1 << 30  # host bytes of images waiting for their bucket to fill before a partial batch is run
-REUSE_AREA = 1.5  # an image may run in an already compiled bucket of up to 1.5x the area of its own bucket
 FALLBACK_BYTES_PER_PIXEL = 4096.0  # when XLA gives no memory analysis: conservative for the presets
-
-
-def bucket_side(n: int, multiple: int = 1) -> int:
-  """`n` rounded up to its bucket: a multiple of max(64, 2^(floor(log2 n) - 2)) and of `multiple`."""
-  step = math.lcm(max(64, 1 << max(0, n.bit_length() - 3)), multiple)
-  return -(-n // step) * step
+bucket_side = batching.bucket_side  # the benchmarks' name for it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,8 +74,8 @@ def estimate_memory(jitted, params, mesh: jax.sharding.Mesh, multiple: int, prob
   return MemoryModel(bpp, memory_budget(list(mesh.devices.flat), reserved_bytes=param_bytes))
 
 
-class _Result:
-  """One batch's device output; copied to the host (and cropped) only when read, so the device runs ahead."""
+class _LazyTiles:
+  """One batch of tiles' device output; copied to the host (and cropped) only when read, so the device runs ahead."""
 
   def __init__(self, out, n: int, h: int, w: int):
     self.out, self.n, self.h, self.w = out, n, h, w
@@ -103,7 +92,7 @@ class Predictor:
   device count) and H, W multiples of `multiple` (the network's downsampling factor). tile: None = tile only what
   `memory` says does not fit (never, without a memory model); 0 = never; T = images with a side over T, in tiles of
   T (rounded down to the multiple). batch_size: images or tiles per step over all devices (rounded up to the device
-  count); None = up to MAX_IMAGES_PER_DEVICE per device, as memory allows.
+  count); None = up to batching.MAX_IMAGES_PER_DEVICE per device, as memory allows.
   """
 
   def __init__(
@@ -121,8 +110,18 @@ class Predictor:
     self.tile_overlap, self.batch_size = tile_overlap, batch_size
     if tile_overlap < 0:
       raise ValueError(f"--tile_overlap must be >= 0, got {tile_overlap}")
-    if batch_size is not None and batch_size < 1:
-      raise ValueError(f"--batch_size must be >= 1, got {batch_size}")
+    self.batcher = batching.Batcher(
+      apply,
+      self._deliver,
+      multiple=multiple,
+      batch_multiple=batch_multiple,
+      batch_size=batch_size,
+      memory=memory,
+      prepare=image_io.to_rgb01,
+      to_host=True,
+      on_error=self._fail,
+      log_name="predict",
+    )
     if tile is None or tile == 0:
       self.tile = tile
       rounded = [t // multiple * multiple for t in AUTO_TILES]
@@ -139,44 +138,18 @@ class Predictor:
           f"--tile={tile} (rounded down to the network's multiple {multiple}: {self.tile}) must "
           f"exceed --tile_overlap={tile_overlap} by at least {multiple}"
         )
-    self.shapes: set[tuple[int, ...]] = set()  # every padded batch shape run: one compilation each for a jit
-    self._queues: dict[tuple[int, int], list] = collections.defaultdict(list)
-    self._pending_bytes = 0
-    self._buckets: set[tuple[int, int]] = set()
+
+  @property
+  def shapes(self) -> set[tuple[int, ...]]:
+    """Every padded batch shape run: one compilation each for a jit."""
+    return self.batcher.shapes
 
   @property
   def compilations(self) -> int:
-    return len(self.shapes)
+    return self.batcher.compilations
 
   def bucket(self, h: int, w: int) -> tuple[int, int]:
-    return bucket_side(h, self.multiple), bucket_side(w, self.multiple)
-
-  def _bucket_for_run(self, h: int, w: int) -> tuple[int, int]:
-    """The smallest bucket already in use that holds HxW within REUSE_AREA of its own bucket, else its own.
-
-    Per-side buckets alone give one compilation per (height, width) bucket pair, dozens for a folder of assorted
-    photos; reusing a compiled shape at a bounded padding cost keeps the count near the number of size classes.
-    """
-    own = self.bucket(h, w)
-    limit = REUSE_AREA * own[0] * own[1]
-    fits = [b for b in self._buckets if b[0] >= h and b[1] >= w and b[0] * b[1] <= limit]
-    if not fits:
-      self._buckets.add(own)
-      return own
-    return min(fits, key=lambda b: (b[0] * b[1], b))
-
-  def images_per_step(self, pixels: int) -> int:
-    if self.batch_size is not None:
-      return -(-self.batch_size // self.batch_multiple) * self.batch_multiple
-    per_device = min(MAX_IMAGES_PER_DEVICE, max(1, PIXELS_PER_DEVICE_STEP // pixels))
-    if self.memory is not None:
-      per_device = max(1, min(per_device, self.memory.images_that_fit(pixels)))
-    return per_device * self.batch_multiple
-
-  def _batch_for(self, count: int, pixels: int) -> int:
-    """Batch size for `count` images: the device count times a power of two, at most images_per_step."""
-    steps = math.ceil(count / self.batch_multiple)
-    return min(self.images_per_step(pixels), self.batch_multiple * (1 << (steps - 1).bit_length()))
+    return self.batcher.bucket(h, w)
 
   def tile_size(self, h: int, w: int) -> int | None:
     """The tile size for an HxW image, or None to run it whole."""
@@ -191,48 +164,29 @@ class Predictor:
         return t
     return self._auto_tiles[-1]
 
-  # ---------------------------------------------------------------------------------------------------------------
-  # Network calls: every batch padded to a bucket shape and a fixed batch size.
-
-  def _run_batch(self, images: list[np.ndarray], batch: int, bucket: tuple[int, int]) -> Any:
-    """Pads each float32 HxWx3 image to `bucket`, the batch to `batch`, and dispatches `apply`."""
-    x = np.stack([inference.pad_bottom_right(im, *bucket) for im in images])
-    x, n = inference.pad_batch(x, batch)
-    if x.shape not in self.shapes:
-      logging.info("predict: compiling for batch shape %s", x.shape)
-      self.shapes.add(x.shape)
-    return self.apply(x), n
-
-  def _flush(self, key: tuple[int, int]) -> None:
-    queue = self._queues.pop(key, [])
-    if not queue:
-      return
-    self._pending_bytes -= sum(p.nbytes for p, _ in queue)
-    batch = self._batch_for(len(queue), math.prod(key))
-    try:
-      out, n = self._run_batch([image_io.to_rgb01(p) for p, _ in queue], batch, key)
-      out = np.asarray(out)
-    except Exception as e:  # pylint: disable=broad-except  (e.g. out of device memory: report, go on)
-      for _, done in queue:
-        done(e)
-      return
-    for k, (pixels, done) in enumerate(queue[:n]):
-      h, w = pixels.shape[:2]
+  @staticmethod
+  def _deliver(tags, out, sizes) -> None:
+    for k, ((pixels, done), (h, w)) in enumerate(zip(tags, sizes)):
       done(image_io.from_rgb01(out[k, :h, :w], pixels))
+
+  @staticmethod
+  def _fail(tags, error: Exception) -> None:
+    for _, done in tags:
+      done(error)
 
   def _run_tiled(self, pixels: np.ndarray, tile: int) -> np.ndarray:
     h, w = pixels.shape[:2]
     grid = tiling.make_grid(h, w, tile, self.tile_overlap, align=self.multiple)
-    bucket = self._bucket_for_run(grid.th, grid.tw)
-    batch = self._batch_for(grid.num_tiles, math.prod(bucket))
+    bucket = self.batcher.shape_for(grid.th, grid.tw)
+    batch = self.batcher.batch_for(grid.num_tiles, math.prod(bucket))
     out = np.empty_like(pixels)
 
     bar = tqdm(total=grid.num_tiles, unit="tile", desc="  tiles", leave=False, disable=None)
 
     def apply_batch(tiles):
-      result, n = self._run_batch(list(tiles), batch, bucket)
+      result, n = self.batcher.run_batch(list(tiles), batch, bucket)
       bar.update(len(tiles))
-      return _Result(result, n, grid.th, grid.tw)
+      return _LazyTiles(result, n, grid.th, grid.tw)
 
     def write_rows(y0, rows):
       out[y0 : y0 + rows.shape[0]] = image_io.from_rgb01(rows, pixels[y0 : y0 + rows.shape[0]])
@@ -272,18 +226,11 @@ class Predictor:
         return
       done(result)
       return
-    key = self._bucket_for_run(h, w)
-    self._queues[key].append((pixels, done))
-    self._pending_bytes += pixels.nbytes
-    if len(self._queues[key]) >= self.images_per_step(math.prod(key)):
-      self._flush(key)
-    while self._pending_bytes > PENDING_BYTES:
-      self._flush(max(self._queues, key=lambda k: sum(p.nbytes for p, _ in self._queues[k])))
+    self.batcher.add(pixels, (pixels, done))
 
   def finish(self) -> None:
     """Runs every partly filled bucket."""
-    for key in list(self._queues):
-      self._flush(key)
+    self.batcher.finish()
 
   def deblur(self, images: list[np.ndarray]) -> list[np.ndarray]:
     """In-memory: OpenCV-layout pixel arrays in, deblurred arrays of the same shape and dtype out."""

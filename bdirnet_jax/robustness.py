@@ -5,7 +5,7 @@
 
 Evaluates every checkpoint on the test split of every synthetic blur family (built on first use from the photos
 shipped with scikit-image/scikit-learn) and of every real dataset prepared in `--data_dir` (GoPro, HIDE, RealBlur,
-Köhler, Lai; the ones not prepared are listed as skipped), each under its own protocol (`evaluate.PROTOCOLS`:
+Köhler, Lai; the ones not prepared are listed as skipped), each under its own protocol (`protocols.PROTOCOLS`:
 Köhler with the official best-frame search). Writes robustness.md and robustness.csv (one row per checkpoint x
 test set, the blurred input's scores beside the output's) and robustness_psnr.png (PSNR by test set, one bar per
 checkpoint). Each checkpoint's
@@ -28,6 +28,7 @@ from bdirnet_jax import command_line
 from bdirnet_jax import data_config
 from bdirnet_jax import evaluate
 from bdirnet_jax import inference
+from bdirnet_jax import protocols
 
 SYNTHETIC = "synthetic_blur"
 # Real benchmarks with ground truth, as (name, builder config); Lai's "real" set has none, so it cannot be scored.
@@ -144,7 +145,7 @@ def _markdown(rows, labels, skipped, max_images) -> str:
     if r["psnr"] is None
     else f"{r['psnr']:.2f} / {r['ssim']:.3f} (input {r['input_psnr']:.2f} / {r['input_ssim']:.3f})"
   )
-  protocols = dict.fromkeys(r["protocol"] for r in rows)
+  used = dict.fromkeys(r["protocol"] for r in rows)
   lines = [
     "# Robustness: train on X, test on Y",
     "",
@@ -153,7 +154,7 @@ def _markdown(rows, labels, skipped, max_images) -> str:
     "each. Protocols:",
     "",
   ]
-  lines += [f"- `{p}`: {evaluate.PROTOCOLS[p].definition}." for p in protocols if p in evaluate.PROTOCOLS]
+  lines += [f"- `{p}`: {protocols.PROTOCOLS[p].definition}." for p in used if p in protocols.PROTOCOLS]
   lines += [""]
   if max_images:
     lines += [f"At most {max_images} images per test set (a quick look, not a benchmark number).", ""]

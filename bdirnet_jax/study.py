@@ -217,7 +217,7 @@ def baseline_scores(test_sets, output: epath.Path) -> dict[str, dict[str, list]]
         )
         for i, b in enumerate(ts.blurry)
       ]
-      entry[method] = [list(s) for s in study_testsets.score_images(outputs, ts)]
+      entry[method] = [list(s) for s in study_testsets.set_scores(outputs, ts)]
       changed = True
       logging.info("study: baseline %s on %s: %.1fs", method, ts.label, time.time() - t0)
   if changed:
@@ -287,7 +287,7 @@ def run_scores(workdir: epath.Path, test_sets, batch_size: int) -> tuple[int, di
       cache[_set_key(ts)] = {
         "step": step,
         "params": params,
-        "scores": [list(s) for s in study_testsets.score_images(outputs, ts)],
+        "scores": [list(s) for s in study_testsets.set_scores(outputs, ts)],
       }
     _write_json(path, cache)
     logging.info("study: scored %s on %d test set(s) in %.1fs", workdir.name, len(missing), time.time() - t0)

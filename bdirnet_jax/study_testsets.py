@@ -168,13 +168,13 @@ def real_sets(
   return sets, skipped
 
 
-def score_images(outputs: Sequence[np.ndarray], ts: TestSet) -> list[tuple[float, float]]:
-  """(PSNR, SSIM) of float [0, 1] HxWx3 outputs against the set's sharp images under the set's protocol (the
-  scorer of `evaluate.PROTOCOLS`, so a study and --mode=evaluate score alike)."""
-  from bdirnet_jax import evaluate  # pylint: disable=g-import-not-at-top
+def set_scores(outputs: Sequence[np.ndarray], ts: TestSet) -> list[tuple[float, float]]:
+  """(PSNR, SSIM) of float [0, 1] HxWx3 outputs against the set's sharp images under the set's protocol
+  (`protocols.score_images`, so a study and --mode=evaluate score alike)."""
+  from bdirnet_jax import protocols  # pylint: disable=g-import-not-at-top
 
   scores = []
   for out, sharp in zip(outputs, ts.sharp):
-    r = evaluate.score_images(ts.protocol, np.asarray(out, np.float32)[None], [{"sharp": sharp}])[0]
+    r = protocols.score_images(ts.protocol, np.asarray(out, np.float32)[None], [{"sharp": sharp}])[0]
     scores.append((float(r["psnr"]), float(r["ssim"])))
   return scores

@@ -18,8 +18,10 @@ from skimage.metrics import peak_signal_noise_ratio
 from skimage.metrics import structural_similarity
 
 from bdirnet_jax import config_validation
+from bdirnet_jax import eval_report
 from bdirnet_jax import evaluate
 from bdirnet_jax import inference
+from bdirnet_jax import protocols
 from bdirnet_jax import sharding as sharding_lib
 from configs import default
 from configs import tiny
@@ -120,8 +122,8 @@ def test_evaluate_writes_json_report_and_grid_with_reference_scores(trained_work
   assert "input PSNR" in report and "`gopro_matlab`:" in report
   grid = np.asarray(Image.open(workdir / "eval" / summary["grid"]))
   rows = min(len(TEST_SIZES), tiny.get_config().eval_num_grid_images)
-  assert grid.shape[0] == rows * evaluate.GRID_ROW_HEIGHT + (rows - 1) * 4  # one row per image, 4-pixel gaps
-  assert grid.shape[1] > 3 * evaluate.GRID_ROW_HEIGHT  # three panels: blurred, output, sharp
+  assert grid.shape[0] == rows * eval_report.GRID_ROW_HEIGHT + (rows - 1) * 4  # one row per image, 4-pixel gaps
+  assert grid.shape[1] > 3 * eval_report.GRID_ROW_HEIGHT  # three panels: blurred, output, sharp
 
 
 def test_scikit_image_protocol_stays_available(trained_workdir, gopro_dummy):
@@ -150,10 +152,10 @@ def test_scikit_image_protocol_stays_available(trained_workdir, gopro_dummy):
 
 
 def test_protocol_table():
-  assert set(evaluate.DATASET_PROTOCOLS.values()) <= set(evaluate.PROTOCOLS)
-  for name, protocol in evaluate.PROTOCOLS.items():
+  assert set(protocols.DATASET_PROTOCOLS.values()) <= set(protocols.PROTOCOLS)
+  for name, protocol in protocols.PROTOCOLS.items():
     assert protocol.name == name and protocol.definition and protocol.source
-  pick = lambda name, **kw: evaluate.protocol_for(default.dataset_config(name, None, "test", **kw))
+  pick = lambda name, **kw: protocols.protocol_for(default.dataset_config(name, None, "test", **kw))
   assert pick("gopro") == pick("hide") == "gopro_matlab"
   assert pick("realblur") == "realblur_ecc" and pick("kohler") == "kohler_eccv12"
   assert pick("lai") == pick("synthetic_blur") == "rgb_uint8_gauss11"
@@ -264,4 +266,4 @@ def test_kohler_is_scored_against_every_frame(trained_workdir, tmp_path):
     out = np.round(np.clip(np.asarray(inference.crop(fn(restored.params, padded), hw))[0], 0, 1) * 255)
     ref_psnr, ref_index = eval_image_port(out.astype(np.uint8), frames)
     assert abs(r["psnr"] - ref_psnr) < 0.05 and r["frame"] == int(rec["sharp_frame_numbers"][ref_index])
-  assert kohler_protocol.KOHLER_PROTOCOL in evaluate.PROTOCOLS
+  assert kohler_protocol.KOHLER_PROTOCOL in protocols.PROTOCOLS
