@@ -212,7 +212,7 @@ def validate_eval_datasets(config: ml_collections.ConfigDict) -> None:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   import tfds_builders  # pylint: disable=g-import-not-at-top
-  from bdirnet_jax import evaluate  # pylint: disable=g-import-not-at-top  (the protocol registry)
+  from bdirnet_jax import protocols  # pylint: disable=g-import-not-at-top  (the protocol registry)
 
   labels = {}
   for i, ds in enumerate(datasets):
@@ -250,8 +250,8 @@ def validate_eval_datasets(config: ml_collections.ConfigDict) -> None:
       )
     protocol = ds.get("protocol", None)
     _check(
-      protocol is None or protocol in evaluate.PROTOCOLS,
-      f"{key}.protocol={protocol!r} is not a known protocol; expected one of {sorted(evaluate.PROTOCOLS)}",
+      protocol is None or protocol in protocols.PROTOCOLS,
+      f"{key}.protocol={protocol!r} is not a known protocol; expected one of {sorted(protocols.PROTOCOLS)}",
     )
     label = (ds.get("label", None) or name).replace("/", "-")  # evaluate.label_of, for plain dicts too
     _check(
