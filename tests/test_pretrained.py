@@ -1,7 +1,6 @@
 """Pretrained packages: written from a workdir, restored by evaluate/predict/export, guarded by their sha256."""
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,7 +49,7 @@ def test_package_holds_the_ema_params_config_and_their_sha256(trained_workdir, t
   config = checkpoint.load_config(str(out))
   assert config.log_every_steps is not None and config.optim.ema_decay > 0 and config.model.preset == "tiny"
 
-  # A changed params file is one clear line, from the command too.
+  # A changed params file is one clear line (main.py prints ConfigError's message alone, exit status 1).
   data = bytearray((out / "params.msgpack").read_bytes())
   data[-1] ^= 1
   (out / "params.msgpack").write_bytes(bytes(data))
@@ -74,16 +73,6 @@ def test_readme_predict_command_on_a_package(trained_workdir, tmp_path):
 
   assert predict.predict(str(trained_workdir), str(tmp_path / "photo.png"), str(tmp_path / "ref")) == 0
   np.testing.assert_array_equal(out, iio.imread(tmp_path / "ref" / "photo.png"))
-
-  # A corrupted params file: exit status 1 and one line naming the file.
-  data = bytearray((pkg / "params.msgpack").read_bytes())
-  data[0] ^= 1
-  (pkg / "params.msgpack").write_bytes(bytes(data))
-  result = subprocess.run(cmd + [f"--output={tmp_path / 'out2'}"], cwd=ROOT, capture_output=True, text=True)
-  assert result.returncode == 1
-  last = result.stderr.strip().splitlines()[-1]
-  assert last.startswith("error: ") and "params.msgpack: sha256" in last and "Traceback" not in result.stderr
-  shutil.rmtree(tmp_path / "out2", ignore_errors=True)
 
 
 def test_validation_and_card_tables(trained_workdir, tmp_path):
