@@ -215,12 +215,17 @@ def restore_params(workdir: str, use_ema: bool = True, step: int | None = None):
     return _restore_pretrained(workdir, use_ema, step)
   config = load_config(workdir)
   manager = create_manager(workdir)
+  available = list(manager.all_steps())
   step = manager.latest_step() if step is None else step
   manager.close()
   if step is None:
     raise FileNotFoundError(
       f"no checkpoint in {epath.Path(workdir) / CHECKPOINT_DIR}: train first "
       f"(python main.py --mode=train --workdir={workdir} ...)"
+    )
+  if step not in available:
+    raise FileNotFoundError(
+      f"no checkpoint of step {step} in {epath.Path(workdir) / CHECKPOINT_DIR}; it has steps {sorted(available)}"
     )
   key = "ema_params" if train_state.params_kind(config, use_ema) == "ema" else "params"
   state_dir = epath.Path(manager.directory) / str(step) / "state"

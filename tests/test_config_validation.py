@@ -126,7 +126,13 @@ def test_missing_key_is_named():
 def test_shipped_configs_and_their_json_round_trip_are_valid(name):
   config = importlib.import_module(f"configs.{name}").get_config()
   config_validation.validate(config)
-  config_validation.validate(ml_collections.ConfigDict(json.loads(config.to_json_best_effort())))
+  loaded = ml_collections.ConfigDict(json.loads(config.to_json_best_effort()))  # as resumed from config.json
+  config_validation.validate(loaded)
+  assert json.loads(loaded.to_json_best_effort()) == json.loads(config.to_json_best_effort())  # nothing lost
+  broken = json.loads(config.to_json_best_effort())
+  broken["batch_size"] = str(broken["batch_size"])  # and the checks do run on this config: one broken value fails
+  with pytest.raises(ConfigError, match="config.batch_size must be an integer"):
+    config_validation.validate(ml_collections.ConfigDict(broken))
 
 
 @pytest.fixture
