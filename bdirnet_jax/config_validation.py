@@ -2,7 +2,8 @@
 
 A bad value otherwise surfaces minutes later as an XLA shape error or a Python TypeError deep in the loop. Configs
 loaded from JSON (DIR/config.json) are not type-safe, so types are checked here too. A rule that a module enforces
-itself (model fields, mesh shape, dataset policies, blur families, the batch split) lives in that module; this file
+itself (model fields, SAID mode, loss names, weight-decay targets, nan_policy, mesh shape, dataset policies, blur
+families, the batch split) lives in that module; this file
 only calls it early (`_owned`).
 """
 
@@ -11,6 +12,7 @@ import ml_collections
 from bdirnet_jax import losses
 from bdirnet_jax import sharding
 from bdirnet_jax import train_state
+from bdirnet_jax import train_step
 from bdirnet_jax.models import bdirnet as bdirnet_lib
 from bdirnet_jax.models import said as said_lib
 
@@ -86,11 +88,9 @@ def _choice(config, path, choices):
 
 def _validate_model(config):
   _get(config, "model")
-  kwargs = _owned(bdirnet_lib.model_kwargs, config.model)  # preset, known fields, block lists, embed_pool
-  for key in ("width", "proj_dim"):
-    _int(config, f"model.{key}", minimum=1, optional=True)
-  _int(config, "model.middle_blocks", minimum=0, optional=True)
-  _choice(config, "model.said", said_lib.SAID_MODES)
+  # preset, known fields, block lists, embed_pool, width/proj_dim/middle_blocks
+  kwargs = _owned(bdirnet_lib.model_kwargs, config.model)
+  _owned(said_lib.check_mode, _get(config, "model.said"))
   for key in ("said_skips", "said_learned_mix", "sair", "global_residual", "identity_residual", "scan", "remat"):
     if key in config.model:
       _bool(config, f"model.{key}")
@@ -98,8 +98,7 @@ def _validate_model(config):
 
 
 def _validate_loss(config):
-  _choice(config, "loss.reconstruction", losses.RECONSTRUCTION_TYPES)
-  _choice(config, "loss.latent_distance", losses.LATENT_DISTANCES)
+  _owned(losses.check_names, _get(config, "loss.reconstruction"), _get(config, "loss.latent_distance"))
   for key in config.loss:
     if key.endswith("_weight"):
       _number(config, f"loss.{key}", low=0)
@@ -130,7 +129,7 @@ def _validate_optim(config):
   if "ema_warmup" in config.optim:
     _bool(config, "optim.ema_warmup")
   if "weight_decay_on" in config.optim:
-    _choice(config, "optim.weight_decay_on", train_state.WEIGHT_DECAY_TARGETS)
+    _owned(train_state.check_weight_decay_on, config.optim.weight_decay_on)
 
 
 def _validate_dataset(config, downsample_factor):
@@ -174,12 +173,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if "async_checkpointing" in config:
     _bool(config, "async_checkpointing")
   _owned(bdirnet_lib.compute_dtype, _get(config, "compute_dtype"))
-  _choice(config, "nan_policy", ("stop", "skip"))
+  _owned(train_step.check_nan_policy, _get(config, "nan_policy"))
   _owned(sharding.resolve_mesh_shape, _get(config, "mesh_shape"))
   kwargs = _validate_model(config)
   _validate_loss(config)
   _validate_optim(config)
-  _validate_dataset(config, 2 ** len(kwargs["enc_blocks"]))
+  _validate_dataset(config, bdirnet_lib.downsample_factor(kwargs["enc_blocks"]))
 
 
 def validate_for_mesh(config: ml_collections.ConfigDict, mesh) -> None:
