@@ -211,7 +211,7 @@ def _run_dtype(args, dtype, model_config, jax, jnp, np, inference, predict, shar
         shapes=sorted(predictor.shapes),
       )
       if tile:
-        row["tiles"] = tiling.make_grid(h, w, tile, args.tile_overlap, align=m).num_tiles
+        row["tiles"] = tiling.make_layout(h, w, tile, args.tile_overlap, align=m).num_tiles
       elif args.repeats:
         x = jax.device_put(
           np.zeros((batch, predict.bucket_side(h, m), predict.bucket_side(w, m), 3), np.float32),

@@ -62,7 +62,7 @@ def test_run_all_quick_runs_every_benchmark_without_tensorflow(tmp_path):
 
 
 def test_summary_and_markdown_of_a_full_run_cover_every_issue_row():
-  """The GPU plan's rows, made up, give every measurement of issue 14 side by side with its target."""
+  """The GPU plan's rows, made up, give every measurement of the GPU plan side by side with its target."""
   rows = []
   for i, model in enumerate((run_all.BDIRNET, run_all.UNET)):
     for dtype in ("bfloat16", "float32"):
