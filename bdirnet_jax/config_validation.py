@@ -3,8 +3,7 @@
 A bad value otherwise surfaces minutes later as an XLA shape error or a Python TypeError deep in the loop. Configs
 loaded from JSON (DIR/config.json) are not type-safe, so types are checked here too. A rule that a module enforces
 itself (model fields, SAID mode, loss names, weight-decay targets, nan_policy, mesh shape, dataset policies, blur
-families, the batch split) lives in that module; this file
-only calls it early (`_owned`).
+families, the batch split) lives in that module; this file only calls it early (`_owner_check`).
 """
 
 import ml_collections
@@ -28,7 +27,7 @@ def _check(cond, msg):
     raise ConfigError(msg)
 
 
-def _owned(check, *args):
+def _owner_check(check, *args):
   """Runs a module's own check now; its ValueError (which names the config key) becomes a ConfigError."""
   try:
     return check(*args)
@@ -89,8 +88,8 @@ def _choice(config, path, choices):
 def _validate_model(config):
   _get(config, "model")
   # preset, known fields, block lists, embed_pool, width/proj_dim/middle_blocks
-  kwargs = _owned(bdirnet_lib.model_kwargs, config.model)
-  _owned(said_lib.check_mode, _get(config, "model.said"))
+  kwargs = _owner_check(bdirnet_lib.model_kwargs, config.model)
+  _owner_check(said_lib.check_mode, _get(config, "model.said"))
   for key in ("said_skips", "said_learned_mix", "sair", "global_residual", "identity_residual", "scan", "remat"):
     if key in config.model:
       _bool(config, f"model.{key}")
@@ -98,7 +97,7 @@ def _validate_model(config):
 
 
 def _validate_loss(config):
-  _owned(losses.check_names, _get(config, "loss.reconstruction"), _get(config, "loss.latent_distance"))
+  _owner_check(losses.check_names, _get(config, "loss.reconstruction"), _get(config, "loss.latent_distance"))
   for key in config.loss:
     if key.endswith("_weight"):
       _number(config, f"loss.{key}", low=0)
@@ -129,7 +128,7 @@ def _validate_optim(config):
   if "ema_warmup" in config.optim:
     _bool(config, "optim.ema_warmup")
   if "weight_decay_on" in config.optim:
-    _owned(train_state.check_weight_decay_on, config.optim.weight_decay_on)
+    _owner_check(train_state.check_weight_decay_on, config.optim.weight_decay_on)
 
 
 def _validate_dataset(config, downsample_factor):
@@ -148,7 +147,7 @@ def _validate_dataset(config, downsample_factor):
   _get(config, f"{ds}.small_image_policy")
   from bdirnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
 
-  _owned(input_pipeline.check_dataset, config.dataset)  # small_image_policy, blur_family
+  _owner_check(input_pipeline.check_dataset, config.dataset)  # small_image_policy, blur_family
   if config.dataset.get("on_the_fly_blur", False):
     _int(config, f"{ds}.kernel_size", minimum=3)
   if "noise_sigma" in config.dataset:
@@ -172,9 +171,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
       _int(config, key, minimum=0)
   if "async_checkpointing" in config:
     _bool(config, "async_checkpointing")
-  _owned(bdirnet_lib.compute_dtype, _get(config, "compute_dtype"))
-  _owned(train_step.check_nan_policy, _get(config, "nan_policy"))
-  _owned(sharding.resolve_mesh_shape, _get(config, "mesh_shape"))
+  _owner_check(bdirnet_lib.compute_dtype, _get(config, "compute_dtype"))
+  _owner_check(train_step.check_nan_policy, _get(config, "nan_policy"))
+  _owner_check(sharding.resolve_mesh_shape, _get(config, "mesh_shape"))
   kwargs = _validate_model(config)
   _validate_loss(config)
   _validate_optim(config)
@@ -192,4 +191,4 @@ def validate_for_mesh(config: ml_collections.ConfigDict, mesh) -> None:
     config.batch_size % data == 0,
     f"config.batch_size={config.batch_size} is not divisible by the {data} devices of the mesh's data axis",
   )
-  _owned(input_pipeline.local_batch_size, config.batch_size, jax.process_count())
+  _owner_check(input_pipeline.local_batch_size, config.batch_size, jax.process_count())

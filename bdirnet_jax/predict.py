@@ -124,7 +124,7 @@ class Predictor:
     if tile is None or tile == 0:
       self.tile = tile
       rounded = [t // multiple * multiple for t in AUTO_TILES]
-      self._auto_tiles = [t for t in rounded if t - tile_overlap >= multiple]
+      self._auto_tiles = [t for t in rounded if tiling.tile_fits(t, tile_overlap, multiple)]
       if tile is None and memory is not None and not self._auto_tiles:
         raise ValueError(
           f"--tile_overlap={tile_overlap} leaves no room for automatic tiles of "
@@ -132,7 +132,7 @@ class Predictor:
         )
     else:
       self.tile = tile // multiple * multiple
-      if tile < 0 or self.tile - tile_overlap < multiple:
+      if tile < 0 or not tiling.tile_fits(self.tile, tile_overlap, multiple):
         raise ValueError(
           f"--tile={tile} (rounded down to the network's multiple {multiple}: {self.tile}) must "
           f"exceed --tile_overlap={tile_overlap} by at least {multiple}"

@@ -23,6 +23,12 @@ import numpy as np
 from bdirnet_jax import inference
 
 
+def tile_fits(tile: int, overlap: int, align: int = 1) -> bool:
+  """Whether tiles of `tile` pixels overlapping by `overlap` advance by at least one aligned step (the rule
+  predict's --tile/--tile_overlap flags are checked against)."""
+  return overlap >= 0 and tile - overlap >= align
+
+
 def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
   """Start offsets of tiles of size min(tile, length) covering [0, length), neighbours overlapping >= overlap.
 
@@ -33,7 +39,7 @@ def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[in
     raise ValueError(f"need tile >= 1 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
   if length <= tile:
     return [0]
-  if tile - overlap < align:
+  if not tile_fits(tile, overlap, align):
     raise ValueError(f"tile={tile} minus overlap={overlap} must be at least the alignment {align}")
   last = length - tile
   n = math.ceil(last / (tile - overlap)) + 1
