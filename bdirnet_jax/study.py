@@ -192,7 +192,7 @@ def baseline_scores(test_sets, output: epath.Path) -> dict[str, dict[str, list]]
   changed = False
   for ts in test_sets:
     key = _set_key(ts)
-    methods = classical.BASELINES if ts.kernels is not None else ("input",)
+    methods = [m for m in classical.BASELINES if ts.kernels is not None or m not in classical.NEEDS_KERNEL]
     entry = cache.setdefault(key, {})
     for method in methods:
       if method in entry:
