@@ -15,6 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from bdirnet_jax import atomic_io
 from bdirnet_jax import config_validation
 from bdirnet_jax import train_state
 
@@ -114,9 +115,7 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   if jax.process_index() == 0:
     path = config_path(workdir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / (path.name + ".tmp")
-    tmp.write_text(config.to_json_best_effort(indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_io.write_text(path, config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def has_checkpoints(workdir: str) -> bool:

@@ -2,8 +2,8 @@
 
 A bad value otherwise surfaces minutes later as an XLA shape error or a Python TypeError deep in the loop. Configs
 loaded from JSON (DIR/config.json) are not type-safe, so types are checked here too. A rule that a module enforces
-itself (model fields, mesh shape, dataset policies, blur families, the batch split) lives in that module; this file
-only calls it early (`_owned`).
+itself (model fields, SAID mode, loss names, weight-decay targets, nan_policy, mesh shape, dataset policies, blur
+families, the batch split) lives in that module; this file only calls it early (`_owner_check`).
 """
 
 import re
@@ -13,6 +13,7 @@ import ml_collections
 from bdirnet_jax import losses
 from bdirnet_jax import sharding
 from bdirnet_jax import train_state
+from bdirnet_jax import train_step
 from bdirnet_jax.models import bdirnet as bdirnet_lib
 from bdirnet_jax.models import said as said_lib
 
@@ -28,7 +29,7 @@ def _check(cond, msg):
     raise ConfigError(msg)
 
 
-def _owned(check, *args):
+def _owner_check(check, *args):
   """Runs a module's own check now; its ValueError (which names the config key) becomes a ConfigError."""
   try:
     return check(*args)
@@ -88,11 +89,9 @@ def _choice(config, path, choices):
 
 def _validate_model(config):
   _get(config, "model")
-  kwargs = _owned(bdirnet_lib.model_kwargs, config.model)  # preset, known fields, block lists, embed_pool
-  for key in ("width", "proj_dim"):
-    _int(config, f"model.{key}", minimum=1, optional=True)
-  _int(config, "model.middle_blocks", minimum=0, optional=True)
-  _choice(config, "model.said", said_lib.SAID_MODES)
+  # preset, known fields, block lists, embed_pool, width/proj_dim/middle_blocks
+  kwargs = _owner_check(bdirnet_lib.model_kwargs, config.model)
+  _owner_check(said_lib.check_mode, _get(config, "model.said"))
   for key in ("said_skips", "said_learned_mix", "sair", "global_residual", "identity_residual", "scan", "remat"):
     if key in config.model:
       _bool(config, f"model.{key}")
@@ -100,8 +99,7 @@ def _validate_model(config):
 
 
 def _validate_loss(config):
-  _choice(config, "loss.reconstruction", losses.RECONSTRUCTION_TYPES)
-  _choice(config, "loss.latent_distance", losses.LATENT_DISTANCES)
+  _owner_check(losses.check_names, _get(config, "loss.reconstruction"), _get(config, "loss.latent_distance"))
   for key in config.loss:
     if key.endswith("_weight"):
       _number(config, f"loss.{key}", low=0)
@@ -132,7 +130,7 @@ def _validate_optim(config):
   if "ema_warmup" in config.optim:
     _bool(config, "optim.ema_warmup")
   if "weight_decay_on" in config.optim:
-    _choice(config, "optim.weight_decay_on", train_state.WEIGHT_DECAY_TARGETS)
+    _owner_check(train_state.check_weight_decay_on, config.optim.weight_decay_on)
 
 
 def _validate_dataset(config, downsample_factor):
@@ -151,7 +149,7 @@ def _validate_dataset(config, downsample_factor):
   _get(config, f"{ds}.small_image_policy")
   from bdirnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
 
-  _owned(input_pipeline.check_dataset, config.dataset)  # small_image_policy, blur_family
+  _owner_check(input_pipeline.check_dataset, config.dataset)  # small_image_policy, blur_family
   if config.dataset.get("on_the_fly_blur", False):
     _int(config, f"{ds}.kernel_size", minimum=3)
   if "noise_sigma" in config.dataset:
@@ -175,13 +173,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
       _int(config, key, minimum=0)
   if "async_checkpointing" in config:
     _bool(config, "async_checkpointing")
-  _owned(bdirnet_lib.compute_dtype, _get(config, "compute_dtype"))
-  _choice(config, "nan_policy", ("stop", "skip"))
-  _owned(sharding.resolve_mesh_shape, _get(config, "mesh_shape"))
+  _owner_check(bdirnet_lib.compute_dtype, _get(config, "compute_dtype"))
+  _owner_check(train_step.check_nan_policy, _get(config, "nan_policy"))
+  _owner_check(sharding.resolve_mesh_shape, _get(config, "mesh_shape"))
   kwargs = _validate_model(config)
   _validate_loss(config)
   _validate_optim(config)
-  _validate_dataset(config, 2 ** len(kwargs["enc_blocks"]))
+  _validate_dataset(config, bdirnet_lib.downsample_factor(kwargs["enc_blocks"]))
   validate_eval_datasets(config)
 
 
@@ -273,4 +271,4 @@ def validate_for_mesh(config: ml_collections.ConfigDict, mesh) -> None:
     config.batch_size % data == 0,
     f"config.batch_size={config.batch_size} is not divisible by the {data} devices of the mesh's data axis",
   )
-  _owned(input_pipeline.local_batch_size, config.batch_size, jax.process_count())
+  _owner_check(input_pipeline.local_batch_size, config.batch_size, jax.process_count())

@@ -15,6 +15,17 @@ RECONSTRUCTION_TYPES = ("l1", "charbonnier", "psnr", "l2")
 LATENT_DISTANCES = ("l1", "l2", "cosine")
 
 
+def check_names(reconstruction, latent_distance) -> None:
+  """`config.loss.reconstruction` in RECONSTRUCTION_TYPES and `config.loss.latent_distance` in LATENT_DISTANCES
+  (None: not checked); config_validation asks before anything is compiled."""
+  for key, value, choices in (
+    ("reconstruction", reconstruction, RECONSTRUCTION_TYPES),
+    ("latent_distance", latent_distance, LATENT_DISTANCES),
+  ):
+    if value is not None and (not isinstance(value, str) or value not in choices):
+      raise ValueError(f"config.loss.{key} must be one of {sorted(choices)}, got {value!r}")
+
+
 def _mean_per_image(x):
   return jnp.mean(x.reshape(x.shape[0], -1), axis=-1)
 
@@ -47,7 +58,8 @@ def reconstruction_loss(x, y, kind="charbonnier", eps=1e-3):
     return psnr_loss(x, y)
   if kind == "l2":
     return l2_loss(x, y)
-  raise ValueError(f"config.loss.reconstruction must be one of {RECONSTRUCTION_TYPES}, got {kind!r}")
+  check_names(kind, None)
+  raise AssertionError(kind)
 
 
 def _dft_cos_sin(n, num_freqs):
@@ -120,7 +132,8 @@ def latent_consistency_loss(z_blurry, z_sharp, distance="l1", normalize=True):
     zs = z_s.reshape(z_s.shape[0], -1)
     cos = jnp.sum(zb * zs, -1) / (jnp.linalg.norm(zb, axis=-1) * jnp.linalg.norm(zs, axis=-1) + 1e-8)
     return jnp.mean(1.0 - cos)
-  raise ValueError(f"config.loss.latent_distance must be one of {LATENT_DISTANCES}, got {distance!r}")
+  check_names(None, distance)
+  raise AssertionError(distance)
 
 
 def info_nce_loss(e_blurry, e_sharp, temperature=0.1, stop_grad_sharp=False):

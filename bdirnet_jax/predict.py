@@ -125,7 +125,7 @@ class Predictor:
     if tile is None or tile == 0:
       self.tile = tile
       rounded = [t // multiple * multiple for t in AUTO_TILES]
-      self._auto_tiles = [t for t in rounded if t - tile_overlap >= multiple]
+      self._auto_tiles = [t for t in rounded if tiling.tile_fits(t, tile_overlap, multiple)]
       if tile is None and memory is not None and not self._auto_tiles:
         raise ValueError(
           f"--tile_overlap={tile_overlap} leaves no room for automatic tiles of "
@@ -133,7 +133,7 @@ class Predictor:
         )
     else:
       self.tile = tile // multiple * multiple
-      if tile < 0 or self.tile - tile_overlap < multiple:
+      if tile < 0 or not tiling.tile_fits(self.tile, tile_overlap, multiple):
         raise ValueError(
           f"--tile={tile} (rounded down to the network's multiple {multiple}: {self.tile}) must "
           f"exceed --tile_overlap={tile_overlap} by at least {multiple}"
@@ -176,23 +176,23 @@ class Predictor:
 
   def _run_tiled(self, pixels: np.ndarray, tile: int) -> np.ndarray:
     h, w = pixels.shape[:2]
-    grid = tiling.make_grid(h, w, tile, self.tile_overlap, align=self.multiple)
-    bucket = self.batcher.shape_for(grid.th, grid.tw)
-    batch = self.batcher.batch_for(grid.num_tiles, math.prod(bucket))
+    layout = tiling.make_layout(h, w, tile, self.tile_overlap, align=self.multiple)
+    bucket = self.batcher.shape_for(layout.tile_height, layout.tile_width)
+    batch = self.batcher.batch_for(layout.num_tiles, math.prod(bucket))
     out = np.empty_like(pixels)
 
-    bar = tqdm(total=grid.num_tiles, unit="tile", desc="  tiles", leave=False, disable=None)
+    bar = tqdm(total=layout.num_tiles, unit="tile", desc="  tiles", leave=False, disable=None)
 
     def apply_batch(tiles):
       result, n = self.batcher.run_batch(list(tiles), batch, bucket)
       bar.update(len(tiles))
-      return _LazyTiles(result, n, grid.th, grid.tw)
+      return _LazyTiles(result, n, layout.tile_height, layout.tile_width)
 
     def write_rows(y0, rows):
       out[y0 : y0 + rows.shape[0]] = image_io.from_rgb01(rows, pixels[y0 : y0 + rows.shape[0]])
 
     tiling.run_tiled(
-      grid,
+      layout,
       lambda y, x, th, tw: image_io.to_rgb01(pixels[y : y + th, x : x + tw]),
       apply_batch,
       write_rows,
@@ -208,15 +208,15 @@ class Predictor:
     h, w = pixels.shape[:2]
     tile = self.tile_size(h, w)
     if tile is not None:
-      grid = tiling.make_grid(h, w, tile, self.tile_overlap, align=self.multiple)
+      layout = tiling.make_layout(h, w, tile, self.tile_overlap, align=self.multiple)
       logging.info(
         "predict: %s (%dx%d HxW) in %d tiles of %dx%d, overlap %d",
         name,
         h,
         w,
-        grid.num_tiles,
-        grid.th,
-        grid.tw,
+        layout.num_tiles,
+        layout.tile_height,
+        layout.tile_width,
         self.tile_overlap,
       )
       try:

@@ -25,6 +25,7 @@ classical baselines, paired bootstrap intervals and a report.
 Single-process (one host, any number of local devices).
 """
 
+import functools
 import importlib
 import importlib.util
 import json
@@ -38,9 +39,11 @@ from absl import app
 from absl import flags
 from absl import logging
 from etils import epath
+from flax import traverse_util
 from ml_collections import config_flags
 from tqdm import tqdm
 
+from bdirnet_jax import atomic_io
 from bdirnet_jax import blur
 from bdirnet_jax import classical
 from bdirnet_jax import command_line
@@ -137,26 +140,18 @@ class StudyInterrupted(RuntimeError):
   """A run stopped before its last step (SIGTERM): rerun the same command to resume."""
 
 
-def _flatten(d, prefix=""):
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
-
-
 def config_drift(workdir: epath.Path, config: ml_collections.ConfigDict) -> list[str]:
   """Fields whose value in the run's saved config.json differs from the study's resolved config: a finished run
   trained under another recipe is reused, so the report says so. Compared: fields present on both sides whose
   study value is set (a None placeholder is resolved by training, e.g. optim.schedule_steps); dataset.data_dir is
   ignored."""
-  path = workdir / "config.json"
+  from bdirnet_jax import checkpoint  # pylint: disable=g-import-not-at-top
+
+  path = workdir / checkpoint.CONFIG_FILE
   if not path.exists():
     return []
-  saved = _flatten(json.loads(path.read_text()))
-  now = _flatten(json.loads(config.to_json_best_effort(sort_keys=True)))
+  saved = traverse_util.flatten_dict(json.loads(path.read_text()), sep=".")
+  now = traverse_util.flatten_dict(json.loads(config.to_json_best_effort(sort_keys=True)), sep=".")
   return sorted(
     k for k in set(saved) & set(now) if now[k] is not None and saved[k] != now[k] and k != "dataset.data_dir"
   )
@@ -171,9 +166,7 @@ def _read_json(path: epath.Path) -> dict:
 
 
 def _write_json(path: epath.Path, obj: dict) -> None:
-  tmp = path.parent / (path.name + ".tmp")
-  tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-  os.replace(tmp, path)
+  atomic_io.write_json(path, obj, indent=1, sort_keys=True)
 
 
 def _set_key(ts: study_testsets.TestSet) -> str:
@@ -201,7 +194,7 @@ def baseline_scores(test_sets, output: epath.Path) -> dict[str, dict[str, list]]
   changed = False
   for ts in test_sets:
     key = _set_key(ts)
-    methods = classical.BASELINES if ts.kernels is not None else ("input",)
+    methods = [m for m in classical.BASELINES if ts.kernels is not None or m not in classical.NEEDS_KERNEL]
     entry = cache.setdefault(key, {})
     for method in methods:
       if method in entry:
@@ -243,28 +236,34 @@ def _jit_deblur(restored, mesh):
   return _DEBLUR_PROGRAMS[key]
 
 
-def network_outputs(restored, images: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
-  """float32 [0, 1] deblurred images; images of one size run in fixed-size batches (one compilation per size)."""
-  from bdirnet_jax import inference  # pylint: disable=g-import-not-at-top
+def _deblur_all(restored, images: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+  """float32 [0, 1] deblurred images through `batching.Batcher` (exact sizes, fixed batches of `batch_size`
+  rounded up to the device count: one compilation per image size)."""
+  from bdirnet_jax import batching  # pylint: disable=g-import-not-at-top
   from bdirnet_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
 
   mesh = sharding_lib.create_mesh((-1, 1), devices=jax.local_devices())
   devices = mesh.shape[sharding_lib.DATA_AXIS]
-  batch_size = -(-max(1, batch_size) // devices) * devices
-  deblur = _jit_deblur(restored, mesh)
-  factor = restored.model.downsample_factor
   outputs: list[np.ndarray | None] = [None] * len(images)
-  by_shape: dict[tuple, list[int]] = {}
+
+  def collect(indices, out, sizes):
+    for k, (i, (h, w)) in enumerate(zip(indices, sizes)):
+      outputs[i] = out[k, :h, :w]
+
+  batcher = batching.Batcher(
+    functools.partial(_jit_deblur(restored, mesh), restored.params),
+    collect,
+    multiple=restored.model.downsample_factor,
+    batch_multiple=devices,
+    batch_size=max(1, batch_size),
+    buckets=False,
+    fixed_batch=True,
+    to_host=True,
+    log_name="study",
+  )
   for i, img in enumerate(images):
-    by_shape.setdefault(img.shape, []).append(i)
-  for indices in by_shape.values():
-    for start in range(0, len(indices), batch_size):
-      chunk = indices[start : start + batch_size]
-      batch, hw = inference.pad_to_multiple(np.stack([images[i] for i in chunk]), factor)
-      batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - len(chunk), axis=0)])
-      out = np.asarray(jax.device_get(inference.crop(deblur(restored.params, batch), hw)))
-      for j, i in enumerate(chunk):
-        outputs[i] = out[j]
+    batcher.add(img, i)
+  batcher.finish()
   return outputs
 
 
@@ -283,7 +282,7 @@ def run_scores(workdir: epath.Path, test_sets, batch_size: int) -> tuple[int, di
     restored = inference.load(str(workdir), use_ema=True, step=step)
     params = train_state.params_kind(restored.config)
     for ts in missing:
-      outputs = network_outputs(restored, ts.blurry, batch_size)
+      outputs = _deblur_all(restored, ts.blurry, batch_size)
       cache[_set_key(ts)] = {
         "step": step,
         "params": params,

@@ -200,19 +200,6 @@ def write_csv(rows, path) -> None:
   epath.Path(path).write_text(buffer.getvalue())
 
 
-def read_csv(path) -> list[dict]:
-  """Rows back from report.csv (seed and step as int, scores as float, blanks as None)."""
-  rows = []
-  with open(path, newline="") as f:
-    for r in csv.DictReader(f):
-      for k in ("seed", "step"):
-        r[k] = int(r[k]) if r[k] != "" else None
-      r["train_blur"] = r["train_blur"] or None
-      r["psnr"], r["ssim"] = float(r["psnr"]), float(r["ssim"])
-      rows.append(r)
-  return rows
-
-
 def _fmt(v, digits):
   return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{digits}f}"
 

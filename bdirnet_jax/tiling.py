@@ -23,6 +23,12 @@ import numpy as np
 from bdirnet_jax import inference
 
 
+def tile_fits(tile: int, overlap: int, align: int = 1) -> bool:
+  """Whether tiles of `tile` pixels overlapping by `overlap` advance by at least one aligned step (the rule
+  predict's --tile/--tile_overlap flags are checked against)."""
+  return overlap >= 0 and tile - overlap >= align
+
+
 def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
   """Start offsets of tiles of size min(tile, length) covering [0, length), neighbours overlapping >= overlap.
 
@@ -33,7 +39,7 @@ def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[in
     raise ValueError(f"need tile >= 1 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
   if length <= tile:
     return [0]
-  if tile - overlap < align:
+  if not tile_fits(tile, overlap, align):
     raise ValueError(f"tile={tile} minus overlap={overlap} must be at least the alignment {align}")
   last = length - tile
   n = math.ceil(last / (tile - overlap)) + 1
@@ -57,26 +63,27 @@ def ramp(size: int, before: int, after: int, margin: int) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
-class Grid:
-  """Tile layout of an image: tiles (th, tw) at every (y, x) in ys x xs, over the image padded at the bottom/right
+class TileLayout:
+  """Tile layout of an image: tiles of tile_height x tile_width at every (y, x) in row_starts x col_starts, over the
+  image padded at the bottom/right
   to a multiple of the alignment (as the untiled pass pads it), so every tile, the last included, is aligned."""
 
   height: int  # the image
   width: int
   padded_height: int  # the image padded to the alignment: the extent of the tiles
   padded_width: int
-  th: int
-  tw: int
-  ys: tuple
-  xs: tuple
-  wy: tuple  # weights of the tile starting at ys[i], length th
-  wx: tuple
+  tile_height: int
+  tile_width: int
+  row_starts: tuple
+  col_starts: tuple
+  row_weights: tuple  # weights of the tiles starting at row_starts[i], length tile_height
+  col_weights: tuple
   norm_y: np.ndarray  # sum of the weights over all tiles, per row / column (the 2-D sum is their outer product)
   norm_x: np.ndarray
 
   @property
   def num_tiles(self) -> int:
-    return len(self.ys) * len(self.xs)
+    return len(self.row_starts) * len(self.col_starts)
 
 
 def _axis(length, tile, overlap, align, margin):
@@ -93,7 +100,7 @@ def _axis(length, tile, overlap, align, margin):
   return size, tuple(starts), tuple(weights), norm
 
 
-def make_grid(height: int, width: int, tile: int, overlap: int, align: int = 1) -> Grid:
+def make_layout(height: int, width: int, tile: int, overlap: int, align: int = 1) -> TileLayout:
   if tile % align:
     raise ValueError(f"tile={tile} must be a multiple of the alignment {align}")
   ph, pw = -(-height // align) * align, -(-width // align) * align
@@ -102,11 +109,11 @@ def make_grid(height: int, width: int, tile: int, overlap: int, align: int = 1) 
   tw, xs, wx, nx = _axis(pw, tile, overlap, align, margin)
   if ny.min() <= 0 or nx.min() <= 0:  # cannot happen for valid starts; a bug guard, not an input check
     raise AssertionError(f"tile weights leave pixels uncovered: {height}x{width}, tile {tile}, overlap {overlap}")
-  return Grid(height, width, ph, pw, th, tw, ys, xs, wy, wx, ny, nx)
+  return TileLayout(height, width, ph, pw, th, tw, ys, xs, wy, wx, ny, nx)
 
 
 def run_tiled(
-  grid: Grid,
+  layout: TileLayout,
   read_tile: Callable[[int, int, int, int], np.ndarray],
   apply_batch: Callable[[np.ndarray], Any],
   write_rows: Callable[[int, np.ndarray], None],
@@ -122,74 +129,46 @@ def run_tiled(
   jax.Array: the next batch is dispatched before this one is waited for). write_rows(y0, rows) receives the final
   float32 rows [n, width, C], top to bottom, each row once.
   """
-  coords = [(i, j) for i in range(len(grid.ys)) for j in range(len(grid.xs))]
-  acc = np.zeros((grid.th, grid.padded_width, channels), np.float32)
-  mode = inference.pad_mode(grid.height, grid.width)  # as the untiled pass pads the whole image
+  coords = [(i, j) for i in range(len(layout.row_starts)) for j in range(len(layout.col_starts))]
+  acc = np.zeros((layout.tile_height, layout.padded_width, channels), np.float32)
+  mode = inference.pad_mode(layout.height, layout.width)  # as the untiled pass pads the whole image
   state = {"stripe": 0}
 
   def read(y, x):
-    h, w = min(grid.th, grid.height - y), min(grid.tw, grid.width - x)
+    h, w = min(layout.tile_height, layout.height - y), min(layout.tile_width, layout.width - x)
     region = read_tile(y, x, h, w)
-    return inference.pad_bottom_right(region, grid.th, grid.tw, mode)
+    return inference.pad_bottom_right(region, layout.tile_height, layout.tile_width, mode)
 
   def finish_rows(stop_row):
-    """Writes the accumulated rows [ys[stripe], stop_row) and shifts the accumulator up to stop_row."""
-    y0 = grid.ys[state["stripe"]]
+    """Writes the accumulated rows [row_starts[stripe], stop_row) and shifts the accumulator up to stop_row."""
+    y0 = layout.row_starts[state["stripe"]]
     n = stop_row - y0
-    if y0 < grid.height:
-      keep = min(stop_row, grid.height) - y0
-      rows = acc[:keep, : grid.width] / (
-        grid.norm_y[y0 : y0 + keep, None, None] * grid.norm_x[None, : grid.width, None]
+    if y0 < layout.height:
+      keep = min(stop_row, layout.height) - y0
+      rows = acc[:keep, : layout.width] / (
+        layout.norm_y[y0 : y0 + keep, None, None] * layout.norm_x[None, : layout.width, None]
       )
       write_rows(y0, rows)
-    acc[: grid.th - n] = acc[n:].copy()
-    acc[grid.th - n :] = 0.0
+    acc[: layout.tile_height - n] = acc[n:].copy()
+    acc[layout.tile_height - n :] = 0.0
 
   def consume(batch_coords, result):
     out = np.asarray(result)
     for (i, j), tile_out in zip(batch_coords, out):
       while i > state["stripe"]:
-        finish_rows(grid.ys[state["stripe"] + 1])
+        finish_rows(layout.row_starts[state["stripe"] + 1])
         state["stripe"] += 1
-      x = grid.xs[j]
-      weight = grid.wy[i][:, None, None] * grid.wx[j][None, :, None]
-      acc[:, x : x + grid.tw] += tile_out.astype(np.float32) * weight
+      x = layout.col_starts[j]
+      weight = layout.row_weights[i][:, None, None] * layout.col_weights[j][None, :, None]
+      acc[:, x : x + layout.tile_width] += tile_out.astype(np.float32) * weight
 
   pending = collections.deque()
   for start in range(0, len(coords), batch_size):
     batch_coords = coords[start : start + batch_size]
-    tiles = np.stack([read(grid.ys[i], grid.xs[j]) for i, j in batch_coords])
+    tiles = np.stack([read(layout.row_starts[i], layout.col_starts[j]) for i, j in batch_coords])
     pending.append((batch_coords, apply_batch(tiles)))
     if len(pending) > 1:
       consume(*pending.popleft())
   while pending:
     consume(*pending.popleft())
-  finish_rows(grid.padded_height)
-
-
-def apply_tiled(
-  image: np.ndarray,
-  apply_batch: Callable[[np.ndarray], Any],
-  *,
-  tile: int,
-  overlap: int,
-  batch_size: int = 1,
-  align: int = 1,
-) -> np.ndarray:
-  """In-memory convenience: float [H, W, C] image -> blended float32 [H, W, C] result."""
-  h, w, c = image.shape
-  grid = make_grid(h, w, tile, overlap, align)
-  out = np.empty((h, w, c), np.float32)
-
-  def write_rows(y0, rows):
-    out[y0 : y0 + rows.shape[0]] = rows
-
-  run_tiled(
-    grid,
-    lambda y, x, th, tw: np.asarray(image[y : y + th, x : x + tw], np.float32),
-    apply_batch,
-    write_rows,
-    batch_size=batch_size,
-    channels=c,
-  )
-  return out
+  finish_rows(layout.padded_height)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from flax import traverse_util
 
 from bdirnet_jax import checkpoint
 from bdirnet_jax import config_validation
@@ -206,23 +207,16 @@ def fix_schedule_horizon(config: ml_collections.ConfigDict, workdir: str) -> ml_
 
 def flat_hparams(config: ml_collections.ConfigDict) -> dict:
   """Every config field as {'optim.learning_rate': 0.002, ...}; tuples and None as strings."""
-  out = {}
 
-  def walk(prefix, node):
-    for key, value in node.items():
-      name = f"{prefix}{key}"
-      if isinstance(value, dict):
-        walk(name + ".", value)
-      elif isinstance(value, (list, tuple)) and value and all(isinstance(v, dict) for v in value):
-        for i, v in enumerate(value):
-          walk(f"{name}.{i}.", v)
-      elif isinstance(value, (bool, int, float, str)):
-        out[name] = value
-      else:
-        out[name] = str(value)
+  def as_tree(value):  # lists of dicts (eval_datasets) flatten by index: eval_datasets.0.name
+    if isinstance(value, dict):
+      return {key: as_tree(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, dict) for v in value):
+      return {str(i): as_tree(v) for i, v in enumerate(value)}
+    return value
 
-  walk("", config.to_dict())
-  return out
+  flat = traverse_util.flatten_dict(as_tree(config.to_dict()), sep=".")
+  return {key: v if isinstance(v, (bool, int, float, str)) else str(v) for key, v in flat.items()}
 
 
 def train_and_evaluate(

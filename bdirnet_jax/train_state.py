@@ -67,12 +67,18 @@ def params_kind(config: ml_collections.ConfigDict, use_ema: bool = True) -> str:
 WEIGHT_DECAY_TARGETS = ("kernels", "all")
 
 
+def check_weight_decay_on(targets) -> str:
+  """`config.optim.weight_decay_on`, one of WEIGHT_DECAY_TARGETS (config_validation asks before compiling)."""
+  if not isinstance(targets, str) or targets not in WEIGHT_DECAY_TARGETS:
+    raise ValueError(f"config.optim.weight_decay_on must be one of {sorted(WEIGHT_DECAY_TARGETS)}, got {targets!r}")
+  return targets
+
+
 def weight_decay_mask(params, targets: str = "kernels"):
   """True where weight decay applies: `kernels` = convolution and dense kernels only (the NAFNet/Restormer and
   big_vision convention). Decaying SAID's gamma/beta, the NAFBlock residual scales, norms and biases pulls
   them towards 0, i.e. towards switching the block or the statistics off, which no one asked for."""
-  if targets not in WEIGHT_DECAY_TARGETS:
-    raise ValueError(f"optim.weight_decay_on={targets!r}; expected one of {WEIGHT_DECAY_TARGETS}")
+  check_weight_decay_on(targets)
   if targets == "all":
     return jax.tree.map(lambda _: True, params)
   return jax.tree_util.tree_map_with_path(lambda path, _: getattr(path[-1], "key", None) == "kernel", params)

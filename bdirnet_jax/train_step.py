@@ -12,6 +12,17 @@ from bdirnet_jax import sharding as sharding_lib
 from bdirnet_jax.train_state import TrainState
 from bdirnet_jax.train_state import ema_decay
 
+# What a step with a non-finite loss or gradient does: it never updates the state (see below); `stop` then ends
+# training at the next check (train.NonFiniteError), `skip` logs it and goes on.
+NAN_POLICIES = ("stop", "skip")
+
+
+def check_nan_policy(policy) -> str:
+  """`config.nan_policy`, one of NAN_POLICIES (config_validation asks before anything is compiled)."""
+  if not isinstance(policy, str) or policy not in NAN_POLICIES:
+    raise ValueError(f"config.nan_policy must be one of {sorted(NAN_POLICIES)}, got {policy!r}")
+  return policy
+
 
 def to_float(images):
   """uint8 [0, 255] batches travel to the device (4x less traffic) and become float32 [0, 1] there; inference

@@ -267,7 +267,7 @@ def _run_dtype(args, dtype, model_config, jax, jnp, np, inference, predict, shar
         shapes=sorted(predictor.shapes),
       )
       if tile:
-        row["tiles"] = tiling.make_grid(h, w, tile, args.tile_overlap, align=m).num_tiles
+        row["tiles"] = tiling.make_layout(h, w, tile, args.tile_overlap, align=m).num_tiles
         row["compile_s"] = round(first - steady, 2) if times else None
       row["peak_bytes"], row["peak_kind"] = _peak_memory(jax)
       emit(row)

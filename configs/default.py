@@ -2,9 +2,9 @@
 
   python main.py --config=configs/default.py --workdir=workdirs/default
 
-Trains on 64x64 crops of the 6 training photos, blurred on the fly with a fresh 15x15 kernel of a random family
-(trajectory, linear, Gaussian, defocus) per crop, and is scored on the 2 held-out photos (8 fixed blurs each,
-`synthetic_blur/mixed_k15`, test split). Sized to finish on a 2-core CPU within 15 minutes (BENCHMARKS.md);
+Trains on 64x64 crops of the 6 training photos, blurred on the fly with a fresh 15x15 Gaussian kernel per crop
+(`blur_family="gaussian"`), and is scored on the 2 held-out photos (8 fixed Gaussian blurs each,
+`synthetic_blur/gaussian_k15`, test split). Sized to finish on a 2-core CPU within 15 minutes (BENCHMARKS.md);
 docs/DESIGN.md says why each choice was made. Every other config starts from this one and changes only what it
 is about.
 """

@@ -1,6 +1,7 @@
 """The study: bootstrap, classical baselines, fixed test sets, and the smoke study end to end (rows, means, intervals,
 resume without retraining)."""
 
+import csv
 import os
 import re
 import subprocess
@@ -19,6 +20,19 @@ from bdirnet_jax import study_testsets
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "studies" / "smoke.py"
+
+
+def read_csv(path) -> list[dict]:
+  """Rows back from the study's report.csv (seed and step as int, scores as float, blanks as None)."""
+  rows = []
+  with open(path, newline="") as f:
+    for r in csv.DictReader(f):
+      for k in ("seed", "step"):
+        r[k] = int(r[k]) if r[k] != "" else None
+      r["train_blur"] = r["train_blur"] or None
+      r["psnr"], r["ssim"] = float(r["psnr"]), float(r["ssim"])
+      rows.append(r)
+  return rows
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -310,7 +324,7 @@ def _table(text: str, heading: str) -> dict[tuple[str, str], dict[str, str]]:
 @pytest.mark.slow
 def test_smoke_study_report(smoke_study):
   out, log = smoke_study
-  rows = study_report.read_csv(out / "report.csv")
+  rows = read_csv(out / "report.csv")
   sets = ("gaussian", "linear")
   runs = {(r["config"], r["train_blur"], r["seed"]) for r in rows if r["seed"] is not None}
   assert runs == {(c, "gaussian", s) for c in ("bdirnet", "unet_baseline") for s in (0, 1)}

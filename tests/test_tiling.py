@@ -28,6 +28,34 @@ def test_tile_starts_cover_overlap_and_align(length, tile, overlap, align):
   assert all(s % align == 0 for s in starts[:-1])
 
 
+def apply_tiled(
+  image: np.ndarray,
+  apply_batch,
+  *,
+  tile: int,
+  overlap: int,
+  batch_size: int = 1,
+  align: int = 1,
+) -> np.ndarray:
+  """The whole image through `tiling.run_tiled`: float [H, W, C] image -> blended float32 [H, W, C] result."""
+  h, w, c = image.shape
+  layout = tiling.make_layout(h, w, tile, overlap, align)
+  out = np.empty((h, w, c), np.float32)
+
+  def write_rows(y0, rows):
+    out[y0 : y0 + rows.shape[0]] = rows
+
+  tiling.run_tiled(
+    layout,
+    lambda y, x, th, tw: np.asarray(image[y : y + th, x : x + tw], np.float32),
+    apply_batch,
+    write_rows,
+    batch_size=batch_size,
+    channels=c,
+  )
+  return out
+
+
 def test_tile_starts_rejects_bad_geometry():
   with pytest.raises(ValueError, match="overlap < tile"):
     tiling.tile_starts(100, 32, 32)
@@ -58,21 +86,23 @@ def test_merge_of_split_is_identity(h, w, tile, overlap, batch, align, seed):
   tile -= tile % align
   hypothesis.assume(tile - overlap >= align)
   image = np.random.default_rng(seed).random((h, w, 3), dtype=np.float32)
-  out = tiling.apply_tiled(image, lambda t: t, tile=tile, overlap=overlap, batch_size=batch, align=align)
+  out = apply_tiled(image, lambda t: t, tile=tile, overlap=overlap, batch_size=batch, align=align)
   np.testing.assert_allclose(out, image, rtol=0, atol=2e-6)
 
 
 def test_rows_are_written_once_in_order_one_stripe_at_a_time():
   h, w, tile = 150, 70, 32
-  grid = tiling.make_grid(h, w, tile, overlap=8)
+  layout = tiling.make_layout(h, w, tile, overlap=8)
   written, reads = [], []
 
   def read_tile(y, x, th, tw):
     reads.append((y, x, th, tw))
     return np.ones((th, tw, 3), np.float32)
 
-  tiling.run_tiled(grid, read_tile, lambda t: t * 2.0, lambda y0, rows: written.append((y0, rows.copy())), batch_size=3)
-  assert len(reads) == grid.num_tiles == len(grid.ys) * len(grid.xs)
+  tiling.run_tiled(
+    layout, read_tile, lambda t: t * 2.0, lambda y0, rows: written.append((y0, rows.copy())), batch_size=3
+  )
+  assert len(reads) == layout.num_tiles == len(layout.row_starts) * len(layout.col_starts)
   ys = [y0 for y0, _ in written]
   assert ys == sorted(ys) and ys[0] == 0
   assert sum(r.shape[0] for _, r in written) == h and all(r.shape[0] <= tile for _, r in written)
@@ -101,15 +131,15 @@ def test_tiled_equals_untiled_for_a_local_network():
   image = np.random.default_rng(0).random((75, 101, 3), dtype=np.float32)
   apply = _conv_stack()
   whole = np.asarray(apply(image[None]))[0]
-  tiled = tiling.apply_tiled(image, apply, tile=32, overlap=12, batch_size=4)  # margin 3 = receptive radius
-  assert tiling.make_grid(75, 101, 32, 12).num_tiles >= 9
+  tiled = apply_tiled(image, apply, tile=32, overlap=12, batch_size=4)  # margin 3 = receptive radius
+  assert tiling.make_layout(75, 101, 32, 12).num_tiles >= 9
   np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-5)
   # An overlap whose quarter is below the receptive radius is exact only away from the tile borders.
-  tiled = tiling.apply_tiled(image, apply, tile=32, overlap=4, batch_size=4)
+  tiled = apply_tiled(image, apply, tile=32, overlap=4, batch_size=4)
   assert np.abs(tiled - whole).max() > 1e-3
-  grid = tiling.make_grid(75, 101, 32, 4)
+  layout = tiling.make_layout(75, 101, 32, 4)
   far = np.ones((75, 101), bool)
-  for starts, size, axis in ((grid.ys, grid.th, 0), (grid.xs, grid.tw, 1)):
+  for starts, size, axis in ((layout.row_starts, layout.tile_height, 0), (layout.col_starts, layout.tile_width, 1)):
     for s in starts:
       for edge in (s, s + size):
         if 0 < edge < far.shape[axis]:
@@ -122,13 +152,13 @@ def test_aligned_tiles_keep_a_strided_network_exact():
   image = np.random.default_rng(1).random((64, 90, 3), dtype=np.float32)
   apply = space_to_depth_net()
   whole = np.asarray(apply(image[None]))[0]
-  aligned = tiling.apply_tiled(image, apply, tile=32, overlap=16, batch_size=2, align=2)
+  aligned = apply_tiled(image, apply, tile=32, overlap=16, batch_size=2, align=2)
   np.testing.assert_allclose(aligned, whole, rtol=0, atol=1e-5)
   assert any(s % 2 for s in tiling.tile_starts(90, 32, 16, align=1))  # so unaligned tiles see the other phase
-  unaligned = tiling.apply_tiled(image, apply, tile=32, overlap=16, batch_size=2, align=1)
+  unaligned = apply_tiled(image, apply, tile=32, overlap=16, batch_size=2, align=1)
   assert np.abs(unaligned - whole).max() > 1e-3
   # Odd sides: tiles cover the image reflect-padded to the alignment, exactly like padding the whole image.
   odd = image[:63, :89]
   whole = np.asarray(apply(np.pad(odd, [(0, 1), (0, 1), (0, 0)], mode="reflect")[None]))[0, :63, :89]
-  tiled = tiling.apply_tiled(odd, apply, tile=32, overlap=16, batch_size=3, align=2)
+  tiled = apply_tiled(odd, apply, tile=32, overlap=16, batch_size=3, align=2)
   np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-5)

@@ -93,7 +93,7 @@ class BDIRNet(nn.Module):
 
   @property
   def downsample_factor(self) -> int:
-    return 2 ** len(self.enc_blocks)
+    return downsample_factor(self.enc_blocks)
 
   def embed(self, latent):
     """Projection head for the InfoNCE comparison (SimCLR-style, float32).
@@ -180,7 +180,21 @@ def model_kwargs(model_config: ml_collections.ConfigDict) -> dict:
     if value is not None:
       kwargs[key] = tuple(value) if isinstance(value, (list, tuple)) else value
   check_fields(kwargs["enc_blocks"], kwargs["dec_blocks"], kwargs.get("embed_pool", BDIRNet.embed_pool))
+  for key, minimum in (("width", 1), ("proj_dim", 1), ("middle_blocks", 0)):
+    value = kwargs.get(key)
+    if value is None:
+      continue
+    if not isinstance(value, int) or isinstance(value, bool):
+      raise ValueError(f"config.model.{key} must be an integer, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+      raise ValueError(f"config.model.{key} must be >= {minimum}, got {value}")
   return kwargs
+
+
+def downsample_factor(enc_blocks) -> int:
+  """How many pixels of the input one latent pixel spans per side: each encoder level halves H and W, so inputs
+  must be multiples of this."""
+  return 2 ** len(enc_blocks)
 
 
 def create_model(model_config: ml_collections.ConfigDict, dtype: str = "float32") -> BDIRNet:

@@ -16,6 +16,13 @@ import jax.numpy as jnp
 SAID_MODES = ("instance", "none")
 
 
+def check_mode(mode) -> str:
+  """`config.model.said`, one of SAID_MODES (config_validation asks before anything is built)."""
+  if not isinstance(mode, str) or mode not in SAID_MODES:
+    raise ValueError(f"config.model.said must be one of {sorted(SAID_MODES)}, got {mode!r}")
+  return mode
+
+
 def channel_stats(x, eps=1e-5):
   """Per-image, per-channel spatial mean and standard deviation, in float32."""
   x = x.astype(jnp.float32)
@@ -42,7 +49,7 @@ class SAID(nn.Module):
     if self.mode == "none":
       return x
     if self.mode != "instance":
-      raise ValueError(f"model.said must be one of {SAID_MODES}, got {self.mode!r}")
+      check_mode(self.mode)
     c = x.shape[-1]
     mean, std = channel_stats(x, self.eps)
     xn = (x.astype(jnp.float32) - mean[:, None, None, :]) / std[:, None, None, :]
