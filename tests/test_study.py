@@ -280,7 +280,7 @@ def _cli_env():
   env = dict(os.environ)
   # The CLI as a user runs it: one CPU device (tests otherwise see 4 fake ones).
   env["XLA_FLAGS"] = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", "")).strip()
-  env["JAX_LOG_COMPILES"] = "1"  # every lowering is logged ("Compiling jit_NAME ..."), persistent-cache hit or not
+  env["JAX_LOG_COMPILES"] = "1"  # every lowering is logged ("Compiling jit(NAME) ..."), persistent-cache hit or not
   return env
 
 
@@ -380,7 +380,7 @@ def test_smoke_study_report(smoke_study):
 def test_runs_of_one_config_share_its_compiled_programs(smoke_study):
   _, log = smoke_study
   # Two configs x two seeds: each config's train step and deblur are lowered once, for its first seed.
-  assert len(re.findall(r"Compiling jit_train_step ", log)) == 2, re.findall(r"Compiling \S+", log)
+  assert len(re.findall(r"Compiling jit\(train_step\)", log)) == 2, re.findall(r"Compiling \S+", log)
   assert log.count("Reusing the compiled programs of an earlier run") == 2
   for config in ("bdirnet", "unet_baseline"):
     for seed in (0, 1):
