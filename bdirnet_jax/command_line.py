@@ -22,6 +22,11 @@ OWN = tuple(str(_ROOT / d) + os.sep for d in ("bdirnet_jax", "tfds_builders", "b
   str(_ROOT / "main.py"),
 )
 
+# clu's files that write the training loop's own report (metric lines "[step] loss=...", steps/s and ETA notes).
+TRAINING_REPORTS = tuple(
+  os.sep.join(("clu",) + parts) for parts in (("metric_writers", "logging_writer.py"), ("platform", "local.py"))
+)
+
 
 def verbose_requested(argv) -> bool:
   """Whether argv asks for libraries' logs (--verbosity=N or -v N with N >= 1), read before flags are parsed."""
@@ -54,7 +59,7 @@ class OwnLinesOnly(python_logging.Filter):
   restore of a checkpoint written without its optional metadata file)."""
 
   def filter(self, record: python_logging.LogRecord) -> bool:
-    if record.pathname.startswith(OWN):
+    if record.pathname.startswith(OWN) or record.pathname.endswith(TRAINING_REPORTS):
       return True
     quiet_below = python_logging.ERROR if f"{os.sep}orbax{os.sep}" in record.pathname else python_logging.WARNING
     return record.levelno >= quiet_below

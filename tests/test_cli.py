@@ -170,6 +170,10 @@ def test_log_filter_keeps_the_projects_lines_and_libraries_warnings():
   assert not keep(_record(orbax, logging.INFO)) and not keep(_record(orbax, logging.WARNING))
   assert keep(_record(orbax, logging.ERROR))
   assert not keep(_record(jax_file, logging.INFO)) and keep(_record(jax_file, logging.WARNING))
+  # The training loop's report goes through clu's writers: its metric and steps/s lines are the project's output.
+  for clu_file in ("clu/metric_writers/logging_writer.py", "clu/platform/local.py"):
+    assert keep(_record("/venv/site-packages/" + clu_file, logging.INFO))
+  assert not keep(_record("/venv/site-packages/clu/checkpoint.py", logging.INFO))
   assert command_line.verbose_requested(["main.py", "-v", "1"])
   assert command_line.verbose_requested(["main.py", "--verbosity=2"])
   assert not command_line.verbose_requested(["main.py", "--verbosity=0", "--mode=predict"])

@@ -23,7 +23,7 @@ def _main(*args, timeout=300):
     (["--mode=predict"], "--mode=predict needs --input=FILE_OR_DIR and --output=DIR"),
     (["--mode=export"], "--mode=export needs --output=FILE"),
     (["--mode=train"], "--mode=train needs --config=configs/NAME.py"),
-    (["--mode=predict", "--input=x", "--output=y", "extra"], "Unexpected arguments: ['extra']"),
+    (["--mode=predict", "--input=x", "--output=y", "extra"], "error: unexpected arguments: extra"),
     (["--mode=deblur"], "--mode"),
   ],
 )

@@ -58,7 +58,7 @@ def score_sets(workdir: str, step: int | None, sets) -> tuple[int, dict]:
     for blurry in ts.blurry:  # one at a time: evaluate's full-resolution path, padded to the multiple
       x, hw = inference.pad_to_multiple(blurry[None].astype(np.float32) / 255.0, m)
       outputs.append(np.asarray(inference.crop(fn(restored.params, x), hw))[0])
-    per = {"network": study_testsets.score_images(outputs, ts)}
+    per = {"network": study_testsets.set_scores(outputs, ts)}
     for method in ("input", "wiener_oracle"):
       per[method] = [
         classical.score(method, b, s, k, noise_sigma=ts.noise_sigma) for b, s, k in zip(ts.blurry, ts.sharp, ts.kernels)
