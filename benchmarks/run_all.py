@@ -135,7 +135,7 @@ def _plan(quick: bool, cpus: int) -> list[dict]:
     dict(
       bench="flops",
       model=UNET,
-      cmd=[*unet[:2], *unet[2:], "--flops_only"],
+      cmd=[*unet, "--flops_only"],
       env={"JAX_PLATFORMS": "cpu"},
       cap=c(400),
       min_s=0,
