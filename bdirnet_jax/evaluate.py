@@ -103,7 +103,12 @@ class _Scorer:
       input_scores = self.protocol.score(train_step.to_float(jnp.asarray(blurry)), examples)
     out_host = np.asarray(jax.device_get(out)) if any(e["in_preview"] for e in examples) else None
     for i, e in enumerate(examples):
-      entry: dict[str, Any] = {"image_id": e["image_id"], "height": int(hw[0]), "width": int(hw[1])}
+      entry: dict[str, Any] = {
+        "image_id": e["image_id"],
+        "index": e["index"],
+        "height": int(hw[0]),
+        "width": int(hw[1]),
+      }
       if scores is not None:
         entry.update(scores[i])
         entry["input_psnr"], entry["input_ssim"] = input_scores[i]["psnr"], input_scores[i]["ssim"]
@@ -156,9 +161,12 @@ def evaluate_dataset(
   for i, example in enumerate(bar):
     if max_images is not None and i >= max_images:
       break
-    example = dict(example, in_preview=i < num_grid_images)
+    # `index`: the position in the split (this process's i-th of its strided share): batches finish by image size,
+    # and the per-image list is put back in source order, whatever the device and process counts.
+    example = dict(example, in_preview=i < num_grid_images, index=i * jax.process_count() + jax.process_index())
     batcher.add(example["blurry"], example)
   batcher.finish()
+  scorer.results.sort(key=lambda r: r["index"])
   summary = {
     "dataset": str(ds_cfg.name),
     "config": ds_cfg.get("config", None),
@@ -187,16 +195,31 @@ def _aggregate(summary: dict) -> dict:
   return summary
 
 
-def _merge_parts(parts_dir: epath.Path, stem: str, count: int) -> dict:
-  merged = None
-  for i in range(count):
-    part = json.loads((parts_dir / f"{stem}.process_{i}-of-{count}.json").read_text())
-    if merged is None:
-      merged = part
-    else:
-      merged["per_image"] += part["per_image"]
-      merged["seconds"] = max(merged["seconds"], part["seconds"])
+def _merge(parts: list[dict]) -> dict:
+  """One summary from the processes' shares (process i of n scored images i, i+n, ...): per-image entries in
+  source order, the slowest process's seconds."""
+  merged = dict(parts[0])
+  merged["per_image"] = sorted((r for p in parts for r in p["per_image"]), key=lambda r: r["index"])
+  merged["seconds"] = max(p["seconds"] for p in parts)
+  merged["num_image_sizes"] = len({(r["height"], r["width"]) for r in merged["per_image"]})
   return merged
+
+
+def _merge_parts(parts_dir: epath.Path, stem: str, count: int) -> dict:
+  return _merge([json.loads((parts_dir / f"{stem}.process_{i}-of-{count}.json").read_text()) for i in range(count)])
+
+
+def _gather_parts(summary: dict) -> list[dict]:
+  """Every process's summary, on every process, without files (the training loop's evaluations that write
+  nothing): JSON bytes padded to the longest and all-gathered."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  data = np.frombuffer(json.dumps(summary).encode(), np.uint8)
+  sizes = np.asarray(multihost_utils.process_allgather(np.array([data.size], np.int32))).reshape(-1)
+  padded = np.zeros(int(sizes.max()), np.uint8)
+  padded[: data.size] = data
+  everything = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(sizes), -1)
+  return [json.loads(bytes(everything[i, : sizes[i]]).decode()) for i in range(len(sizes))]
 
 
 def evaluate(
@@ -248,8 +271,9 @@ def evaluate_params(
 
   Summaries are those of `evaluate` (output and input scores) plus `strip`, the blurred | output | sharp grid as
   a uint8 array (process 0, when `eval_num_grid_images` > 0). With `workdir`, the JSON files, grids and report.md
-  of --mode=evaluate are written too; without it nothing is written, and with several processes each summary
-  covers this process's share only (`partial`). `mesh` is used in single-process runs (else the local devices').
+  of --mode=evaluate are written too; without it nothing is written. With several processes every summary covers
+  the whole dataset (the processes' shares merged). `mesh` is used in single-process runs (else the local
+  devices').
   """
   restored = inference.Restored(model, params, int(step), config)
   return _evaluate_restored(
@@ -307,7 +331,7 @@ def _evaluate_restored(
       multihost_utils.sync_global_devices(f"eval {stem}")
       summary = _merge_parts(parts_dir, stem, pc)
     elif pc > 1:
-      summary["partial"] = True
+      summary = _merge(_gather_parts(summary))
     summary = _aggregate(summary)
     strip = eval_report.preview_strip(preview_rows) if preview_rows and pi == 0 else None
     if pi == 0 and eval_dir is not None:

@@ -77,16 +77,37 @@ def deblur_fn(model: BDIRNet) -> Callable[[Any, jax.Array], jax.Array]:
   return fn
 
 
+class _PlacedDeblur:
+  """The jitted deblur, placing a host (numpy) batch on the mesh's batch sharding first: with several processes
+  jit refuses a host array whose sharding is not replicated, even over this process's own devices. Everything
+  else (`lower`, the jit cache) is the jitted function's."""
+
+  def __init__(self, jitted, batch_sharding):
+    self._jitted, self._batch_sharding = jitted, batch_sharding
+
+  def __call__(self, params, images):
+    if isinstance(images, np.ndarray):
+      images = jax.device_put(images, self._batch_sharding)
+    return self._jitted(params, images)
+
+  def __getattr__(self, name):
+    if name.startswith("_") and name in ("_jitted", "_batch_sharding"):  # not set yet (a copy being made)
+      raise AttributeError(name)
+    return getattr(self._jitted, name)
+
+
 def jit_deblur(model: BDIRNet, mesh: jax.sharding.Mesh) -> Callable[[Any, jax.Array], jax.Array]:
   """Jitted deblur with the batch sharded over the mesh's data axis and params replicated.
 
-  The batch size must be a multiple of the data axis size (callers pad the batch with copies).
+  The batch size must be a multiple of the data axis size (callers pad the batch with copies). A numpy batch is
+  placed on the devices first, so a mesh of this process's devices works in multi-process runs too.
   """
-  return jax.jit(
+  jitted = jax.jit(
     deblur_fn(model),
     in_shardings=(sharding_lib.replicated(mesh), sharding_lib.batch_sharding(mesh)),
     out_shardings=sharding_lib.batch_sharding(mesh),
   )
+  return _PlacedDeblur(jitted, sharding_lib.batch_sharding(mesh))
 
 
 def pad_batch(images: np.ndarray, multiple: int) -> tuple[np.ndarray, int]:
