@@ -266,6 +266,7 @@ def _train(config, workdir, train_iterator, preemption, timings) -> TrainState:
   workdir = prepare_workdir(workdir)
   checkpoint.check_workdir_model(workdir, config)
   config = fix_schedule_horizon(config, workdir)
+  check_writable(workdir)  # before orbax creates its folder there (its PermissionError would be a traceback)
 
   try:
     mesh = sharding_lib.create_mesh(config.mesh_shape)
@@ -293,7 +294,6 @@ def _train(config, workdir, train_iterator, preemption, timings) -> TrainState:
   if latest is not None:
     logging.info("Resuming from %s", manager.directory / str(latest))
     state = checkpoint.restore(manager, latest, abstract_state, data)
-  check_writable(workdir)
   # The first batch is read before anything is compiled, so a dataset that cannot work (missing, images smaller
   # than the crop with small_image_policy='reject') fails in seconds, not after compilation.
   first_batch = next(batches)
