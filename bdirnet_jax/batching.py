@@ -7,7 +7,8 @@ bucket (`bucket_side`: a multiple of max(64, 2^(floor(log2 side) - 2)) and of th
 256 pad to a multiple of 64, longer ones by at most 25%, four sizes per octave) and lets an image run in an already
 compiled bucket of up to REUSE_AREA times its own bucket's area (predict: a folder of assorted photos compiles a few
 shapes, not one per size). Reflect padding (`inference.pad_bottom_right`) keeps the statistics SAID normalises close
-to the unpadded image's, so a bucketed result can differ very slightly from an unbucketed one.
+to the unpadded image's, but a bucketed result still differs from an unbucketed one (see predict.py: up to 18
+uint8 levels for a small photo and a barely trained network).
 """
 
 import collections

@@ -118,6 +118,16 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     atomic_io.write_text(path, config.to_json_best_effort(indent=2, sort_keys=True))
 
 
+class CheckpointSaveError(OSError):
+  """A checkpoint save failed (often in the background): names the cause and the checkpoints that are complete."""
+
+
+def complete_steps(ckpt_dir) -> list[int]:
+  """Steps of the finalized checkpoints in `ckpt_dir` (orbax writes into a temporary name and renames at the end)."""
+  ckpt_dir = epath.Path(ckpt_dir)
+  return sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit()) if ckpt_dir.exists() else []
+
+
 def has_checkpoints(workdir: str) -> bool:
   ckpt_dir = epath.Path(workdir) / CHECKPOINT_DIR
   return ckpt_dir.exists() and any(p.name.isdigit() for p in ckpt_dir.iterdir())

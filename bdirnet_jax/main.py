@@ -125,13 +125,19 @@ def main(argv):
   if FLAGS.mode in ("train", "evaluate"):  # the ones that read (and may build) TFDS datasets
     command_line.no_bars_when_redirected()
   _maybe_initialize_distributed()
+  from bdirnet_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from bdirnet_jax import config_validation  # pylint: disable=g-import-not-at-top
 
   try:
     _run(config)
-  except (config_validation.ConfigError, FileNotFoundError, FloatingPointError) as e:
-    # Expected errors (bad config value, missing checkpoint or dataset, non-finite loss with nan_policy='stop'):
-    # the message, not a traceback.
+  except (
+    config_validation.ConfigError,
+    FileNotFoundError,
+    FloatingPointError,
+    checkpoint.CheckpointSaveError,
+  ) as e:
+    # Expected errors (bad config value, missing checkpoint or dataset, non-finite loss with nan_policy='stop', a
+    # failed checkpoint save): the message, not a traceback.
     sys.exit(f"error: {e}")
 
 

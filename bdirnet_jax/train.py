@@ -35,6 +35,20 @@ class NonFiniteError(FloatingPointError):
   """Raised when config.nan_policy == 'stop' and a step had a non-finite loss or gradient."""
 
 
+def _saving(manager, action):
+  """Runs `action` (a save, or a check of the earlier asynchronous ones), turning a failed save into
+  checkpoint.CheckpointSaveError naming the cause and the complete checkpoints (orbax re-raises the background
+  thread's error as is, from whichever later call notices it)."""
+  try:
+    return action()
+  except Exception as e:  # pylint: disable=broad-except
+    complete = checkpoint.complete_steps(manager.directory)
+    raise checkpoint.CheckpointSaveError(
+      f"saving a checkpoint in {manager.directory} failed: {e}. Complete checkpoints there: steps {complete} "
+      "(rerun the same command to resume from the last one, once the cause is fixed)."
+    ) from e
+
+
 class _Preemption:
   """SIGTERM (preemption) as the step at which the loop saves and stops.
 
@@ -266,6 +280,7 @@ def _train(config, workdir, train_iterator, preemption, timings) -> TrainState:
   workdir = prepare_workdir(workdir)
   checkpoint.check_workdir_model(workdir, config)
   config = fix_schedule_horizon(config, workdir)
+  check_writable(workdir)  # before orbax creates its folder there (its PermissionError would be a traceback)
 
   try:
     mesh = sharding_lib.create_mesh(config.mesh_shape)
@@ -293,7 +308,6 @@ def _train(config, workdir, train_iterator, preemption, timings) -> TrainState:
   if latest is not None:
     logging.info("Resuming from %s", manager.directory / str(latest))
     state = checkpoint.restore(manager, latest, abstract_state, data)
-  check_writable(workdir)
   # The first batch is read before anything is compiled, so a dataset that cannot work (missing, images smaller
   # than the crop with small_image_policy='reject') fails in seconds, not after compilation.
   first_batch = next(batches)
@@ -370,20 +384,20 @@ def _train(config, workdir, train_iterator, preemption, timings) -> TrainState:
       summary["learning_rate"] = float(schedule(step - 1))
       writer.write_scalars(step, summary)
       check_finite()
-      manager.check_for_errors()
+      _saving(manager, manager.check_for_errors)
     stop = preemption.reached(step, manager)
     if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps or stop:
       check_finite()
-      manager.check_for_errors()  # a failed asynchronous save stops the run here, with its error
-      checkpoint.save(manager, step, state, data, force=True)
+      # A failed asynchronous save stops the run here, with its error.
+      _saving(manager, manager.check_for_errors)
+      _saving(manager, lambda: checkpoint.save(manager, step, state, data, force=True))
       last_saved = step
     if stop:
       logging.warning("Stopping at step %d after SIGTERM; rerun the same command to resume.", step)
       break
     if has_eval and eval_every and step % eval_every == 0 and step < config.num_train_steps:
       _evaluate(config, model, state, mesh, workdir, writer, step, final=False)
-  manager.wait_until_finished()
-  manager.check_for_errors()
+  _saving(manager, lambda: (manager.wait_until_finished(), manager.check_for_errors()))
   manager.close()
   timings["train_s"] = time.time() - (t_first or t0)
   logging.info(

@@ -165,3 +165,29 @@ def fail_listing(monkeypatch, folder_name):
     return real_scandir(path)
 
   monkeypatch.setattr(os, "scandir", scandir)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Scores computed by hand, the reference for evaluate's rgb_uint8_gauss11 PSNRs.
+
+
+def reference_psnrs(workdir, records):
+  """[(PSNR of the output, PSNR of the blurred input)] of `records` (uint8 `blurry`/`sharp`) by hand: the bare
+  network of `workdir` (EMA params) on the image reflect-padded at the bottom/right to a multiple of 4, rounded to
+  uint8; PSNR with peak 255 over HxWx3."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from bdirnet_jax import inference  # pylint: disable=g-import-not-at-top
+
+  restored = inference.load(workdir)
+  assert restored.model.downsample_factor == 4
+  net = jax.jit(inference.deblur_fn(restored.model))
+  scores = []
+  for record in records:
+    blurry, sharp = record["blurry"], record["sharp"].astype(np.float64)
+    h, w = blurry.shape[:2]
+    padded = np.pad(blurry.astype(np.float32) / 255, ((0, -h % 4), (0, -w % 4), (0, 0)), mode="reflect")
+    out = np.rint(np.clip(np.asarray(net(restored.params, padded[None]))[0, :h, :w], 0, 1) * 255)
+    psnr = lambda x: 10 * np.log10(255.0**2 / np.mean((x.astype(np.float64) - sharp) ** 2))
+    scores.append((psnr(out), psnr(blurry)))
+  return scores

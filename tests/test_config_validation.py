@@ -19,6 +19,7 @@ from bdirnet_jax import train
 from bdirnet_jax.config_validation import ConfigError
 from configs import default
 from configs import tiny
+from tests import fakes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -275,3 +276,36 @@ def test_cli_misspelled_eval_dataset_fails_before_training(tmp_path):
   assert last.startswith("error: config.eval_datasets[0].name='synthetic_blurr' is not a known dataset"), last
   assert "'synthetic_blur'" in last and "Traceback" not in result.stderr
   assert not (workdir / "checkpoints").exists()
+
+
+def _read_only(monkeypatch, folder):
+  """Makes `folder` behave as a read-only directory (tests run as root, for whom chmod does not block writes):
+  creating a file or folder inside it raises PermissionError, as the kernel would."""
+  import builtins  # pylint: disable=g-import-not-at-top
+
+  inside = lambda path: os.path.abspath(os.fspath(path)).startswith(str(folder) + os.sep)
+  denied = lambda path: PermissionError(13, "Permission denied", os.fspath(path))
+  real_open, real_mkdir = builtins.open, os.mkdir
+
+  def open_(file, mode="r", *args, **kwargs):
+    if isinstance(file, (str, os.PathLike)) and inside(file) and set(mode) & set("wax+"):
+      raise denied(file)
+    return real_open(file, mode, *args, **kwargs)
+
+  def mkdir(path, *args, **kwargs):
+    if inside(path):
+      raise denied(path)
+    return real_mkdir(path, *args, **kwargs)
+
+  monkeypatch.setattr(builtins, "open", open_)
+  monkeypatch.setattr(os, "mkdir", mkdir)  # os.makedirs and pathlib's mkdir go through it
+
+
+def test_unwritable_workdir_fails_in_one_line_naming_it_before_compilation(tmp_path, no_compilation, monkeypatch):
+  workdir = tmp_path / "read_only"
+  workdir.mkdir()
+  _read_only(monkeypatch, workdir)
+  with pytest.raises(ConfigError) as e:
+    train.train_and_evaluate(tiny.get_config(), workdir, fakes.PairIterator(4, 32))
+  assert str(e.value).startswith(f"--workdir={workdir} is not a writable directory: ") and "\n" not in str(e.value)
+  assert not any(workdir.iterdir())

@@ -267,3 +267,52 @@ def test_kohler_is_scored_against_every_frame(trained_workdir, tmp_path):
     ref_psnr, ref_index = eval_image_port(out.astype(np.uint8), frames)
     assert abs(r["psnr"] - ref_psnr) < 0.05 and r["frame"] == int(rec["sharp_frame_numbers"][ref_index])
   assert kohler_protocol.KOHLER_PROTOCOL in protocols.PROTOCOLS
+
+
+def test_realblur_and_a_set_without_ground_truth_go_through_evaluate(trained_workdir, tmp_path):
+  """The builders' RealBlur-J and Lai real dummy trees through --mode=evaluate's function: RealBlur scored under its
+  ECC protocol as the bare network's output would be; Lai's real photos (no ground truth) counted, never scored."""
+  pytest.importorskip("tensorflow", reason="building a TFDS dataset needs tensorflow (CI installs it)")
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  import tfds_builders  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  from bdirnet_jax import realblur_protocol  # pylint: disable=g-import-not-at-top
+
+  root = Path(__file__).resolve().parents[1] / "tfds_builders"
+  data_dir = str(tmp_path / "tfds")
+  for name in ("realblur/j", "lai/real"):
+    builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+    manual = root / name.split("/")[0] / "dummy_data"
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+  config = tiny.get_config()
+  config.eval_num_grid_images = 0
+  config.eval_datasets = [
+    default.dataset_config(n, c, "test", crop_size=0, data_dir=data_dir)
+    for n, c in (("realblur", "j"), ("lai", "real"))
+  ]
+  workdir = _copy(trained_workdir, tmp_path)
+  results = evaluate.evaluate(workdir, config)
+  realblur, lai = results["realblur_test"], results["lai_test"]
+
+  source = tfds.data_source("realblur/j", split="test", data_dir=data_dir)
+  assert realblur["protocol"] == "realblur_ecc" and realblur["num_images"] == len(source) > 0
+  restored = inference.load(workdir)
+  fn = jax.jit(inference.deblur_fn(restored.model))
+  by_id = {r["image_id"]: r for r in realblur["per_image"]}
+  for record in source:
+    blurry, sharp = record["blurry"], record["sharp"].astype(np.float32) / 255
+    h, w = blurry.shape[:2]
+    padded = np.pad(blurry.astype(np.float32) / 255, ((0, -h % 4), (0, -w % 4), (0, 0)), mode="reflect")
+    out = np.asarray(fn(restored.params, padded[None]))[0, :h, :w]
+    image_id = record["image_id"].decode() if isinstance(record["image_id"], bytes) else str(record["image_id"])
+    scores = by_id[image_id]
+    assert scores["psnr"] == pytest.approx(realblur_protocol.realblur_metrics(out, sharp)["psnr"], abs=1e-3)
+    expected_input = realblur_protocol.realblur_metrics(blurry.astype(np.float32) / 255, sharp)["psnr"]
+    assert scores["input_psnr"] == pytest.approx(expected_input, abs=1e-3)
+
+  assert lai["num_images"] == len(tfds.data_source("lai/real", split="test", data_dir=data_dir)) == 2
+  assert lai["num_scored"] == 0 and lai["psnr"] is None and lai["input_psnr"] is None
+  assert all("psnr" not in r for r in lai["per_image"]) and evaluate.headline(lai).startswith("no ground truth")
+  saved = json.loads((workdir / "eval" / "lai_test.json").read_text())
+  assert saved["num_images"] == 2 and saved["psnr"] is None
+  assert "n/a (no ground truth)" in (workdir / "eval" / "report.md").read_text()

@@ -100,14 +100,15 @@ def test_bf16_deblur_adds_the_float32_input():
   np.testing.assert_array_equal(np.asarray(jax.jit(export.padded_deblur_fn(model, params))(images)), images)
 
 
-def test_bf16_and_float32_predictions_of_a_trained_network_agree_within_one_level(trained_workdir):
+def test_bf16_and_float32_predictions_of_a_trained_network_agree_within_half_a_level(trained_workdir):
   f32, bf16 = inference.load(trained_workdir), inference.load(trained_workdir, bf16=True)
   assert bf16.model.dtype == jnp.bfloat16
   images = _smooth_images(4, 32, 48, 4)
   a = np.asarray(jax.jit(inference.deblur_fn(f32.model))(f32.params, images)) * 255
   b = np.asarray(jax.jit(inference.deblur_fn(bf16.model))(bf16.params, images)) * 255
-  assert np.abs(a - images * 255).mean() > 0.05  # the trained network changes the image: the match means something
+  # The trained network changes these images by 7.5 levels on average (measured), so the match means something.
+  assert np.abs(a - images * 255).mean() > 5
   diff = np.abs(a - b)
-  assert (diff < 1.0).mean() >= 0.99, (diff.mean(), np.quantile(diff, [0.5, 0.99]), diff.max())
-  # uint8 outputs: rounding each to the nearest level, they agree on most pixels and never by more than a few levels
-  assert (np.rint(a) == np.rint(b)).mean() >= 0.9 and diff.max() < 4
+  # Measured: at most 0.18 levels apart, and 97% of pixels round to the same uint8 level.
+  assert diff.max() < 0.5, (diff.mean(), np.quantile(diff, [0.5, 0.99]), diff.max())
+  assert (np.rint(a) == np.rint(b)).mean() >= 0.95

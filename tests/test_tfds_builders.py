@@ -498,9 +498,15 @@ def test_synthetic_blur_seed_recipe_and_split_by_source(tmp_path):
   np.testing.assert_array_equal(ex["blurry"], expected)
 
 
-def test_synthetic_blur_stable_hash_is_frozen():
-  # Changing the hash changes every split and seed: guard against accidental edits.
-  assert _common.stable_hash("synthetic_blur", "mixed", "photos/alpine_lake.png", 0) == (16147591588786527993)
+def test_synthetic_blur_stable_hash_is_sha256_of_the_joined_parts():
+  """Every split and seed comes from this hash, so it must stay the documented recipe: the first 8 bytes,
+  little-endian, of SHA-256 of the parts joined by 0x1f (not Python's per-process salted hash())."""
+  # FIPS 180-2's published test vector: SHA-256("abc") = ba7816bf 8f01cfea ...
+  assert _common.stable_hash("abc") == int.from_bytes(bytes.fromhex("ba7816bf8f01cfea"), "little")
+  assert _common.stable_hash("a", "bc") == _common.stable_hash("a\x1fbc") != _common.stable_hash("abc")
+  # `printf 'synthetic_blur\037mixed\037photos/alpine_lake.png\0370' | sha256sum` (coreutils) starts f9deb413ffc417e0.
+  expected = int.from_bytes(bytes.fromhex("f9deb413ffc417e0"), "little")
+  assert _common.stable_hash("synthetic_blur", "mixed", "photos/alpine_lake.png", 0) == expected
   ids = [f"img_{i}.png" for i in range(40)]
   s = sb.assign_splits(ids, 0.25)
   assert sorted(s["train"] + s["test"]) == sorted(ids) and 4 <= len(s["test"]) <= 16

@@ -17,6 +17,7 @@ from bdirnet_jax import config_validation
 from bdirnet_jax import input_pipeline
 from bdirnet_jax import sharding as sharding_lib
 from bdirnet_jax import train
+from bdirnet_jax.data_config import dataset_config
 from bdirnet_jax.train_state import ema_decay
 from bdirnet_jax.train_state import learning_rate_schedule
 from bdirnet_jax.train_step import jit_train_step
@@ -211,3 +212,85 @@ def test_weight_decay_hits_kernels_only():
   config.optim.weight_decay_on = "biases"
   with pytest.raises(config_validation.ConfigError, match="optim.weight_decay_on"):
     config_validation.validate(config)
+
+
+def test_eval_every_steps_scores_the_state_of_that_step_and_writes_its_scalars(tmp_path, monkeypatch):
+  """eval_every_steps=2 over 4 steps: an evaluation at step 2 (with step 2's EMA params, as its checkpoint holds
+  them), the final one at step 4, none at the other steps; each one's scores reach the metric writer."""
+  from bdirnet_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from bdirnet_jax import writers  # pylint: disable=g-import-not-at-top
+
+  calls, scalars = [], {}
+
+  def evaluate_params(model, params, step, config, mesh, workdir, params_kind):
+    del model, config, mesh
+    calls.append((step, workdir is not None, params_kind, jax.device_get(params)))
+    return {"fake_test": {"psnr": 20.0 + step, "ssim": 0.5, "input_psnr": 19.0, "input_ssim": 0.4, "protocol": "x"}}
+
+  real_create_writer = writers.create_writer
+
+  def create_writer(workdir, process_index):
+    writer = real_create_writer(workdir, process_index)
+    real_write = writer.write_scalars
+    writer.write_scalars = lambda step, values: (scalars.setdefault(step, {}).update(values), real_write(step, values))
+    return writer
+
+  monkeypatch.setattr(evaluate, "evaluate_params", evaluate_params)
+  monkeypatch.setattr(train.writers, "create_writer", create_writer)
+  config = trained_workdir_config()  # its compiled step: eval and checkpoint fields are not part of it
+  config.eval_every_steps = 2
+  config.checkpoint_every_steps = 2
+  config.eval_datasets = [dataset_config(split="test", crop_size=0, label="fake")]  # evaluate_params stands in
+  train.train_and_evaluate(config, tmp_path, PairIterator(config.batch_size, config.dataset.crop_size))
+  assert [(step, final, kind) for step, final, kind, _ in calls] == [(2, False, "ema"), (4, True, "ema")]
+  with ocp.StandardCheckpointer() as checkpointer:
+    saved = checkpointer.restore(epath.Path(tmp_path) / "checkpoints" / "2" / "state")
+  for a, b in zip(jax.tree.leaves(calls[0][3]), jax.tree.leaves(saved["ema_params"])):
+    np.testing.assert_array_equal(a, b)
+  assert scalars[2]["eval/fake_test/psnr"] == 22.0 and scalars[4]["eval/fake_test/psnr"] == 24.0
+  assert not any(k.startswith("eval/") for step in (1, 3) for k in scalars.get(step, {}))
+
+
+def _stack_blocks(tree):
+  """Loop-stage params ({block_0, block_1, ...}) in the scanned layout ({scan: {block: stacked}})."""
+  if not isinstance(tree, dict):
+    return tree
+  keys = sorted(tree)
+  if keys and all(k.startswith("block_") for k in keys) and len(keys) > 1:
+    return {"scan": {"block": jax.tree.map(lambda *a: np.stack(a), *[tree[f"block_{i}"] for i in range(len(keys))])}}
+  return {k: _stack_blocks(v) for k, v in tree.items()}
+
+
+def test_scan_and_remat_train_like_the_plain_loop_and_bf16_like_float32():
+  """Scan over a 2-block middle stage with remat, started from the loop's init, follows the loop's losses and
+  params over 3 steps (only float summation order differs); bfloat16 activations follow float32's losses."""
+  devices = jax.devices()[:1]
+  loop = trained_workdir_config()
+  loop.model.middle_blocks = 2
+  scanned = trained_workdir_config()
+  scanned.model.update(middle_blocks=2, scan=True, remat=True)
+  mesh, init_rng, _, _, _, _, init, _ = _step_setup(loop, devices)
+  start = jax.device_get(init(init_rng))
+  _, _, _, _, _, _, init_scanned, _ = _step_setup(scanned, devices)
+  start_scanned = jax.device_get(init_scanned(init_rng)).replace(
+    params=_stack_blocks(start.params), ema_params=_stack_blocks(start.ema_params)
+  )
+  end, history = _run_steps(loop, devices, 3, state=start)
+  end_scanned, history_scanned = _run_steps(scanned, devices, 3, state=start_scanned)
+  losses = np.array([m["loss"] for m in history])
+  np.testing.assert_allclose([m["loss"] for m in history_scanned], losses, rtol=1e-5)
+  moved = [
+    np.abs(a - b).max()
+    for a, b in zip(jax.tree.leaves(_stack_blocks(start.params)), jax.tree.leaves(end_scanned.params))
+  ]
+  for a, b in zip(jax.tree.leaves(_stack_blocks(end.params)), jax.tree.leaves(end_scanned.params)):
+    np.testing.assert_allclose(b, a, rtol=0, atol=2e-6)
+  assert max(moved) > 1e-3  # the params moved far more than the tolerance (3 Adam steps near the peak rate)
+
+  bf16 = trained_workdir_config()
+  bf16.compute_dtype = "bfloat16"
+  _, history_bf16 = _run_steps(bf16, devices, 4)
+  _, history_f32 = _run_steps(trained_workdir_config(), devices, 4)
+  bf16_losses, f32_losses = [np.array([m["loss"] for m in h]) for h in (history_bf16, history_f32)]
+  assert np.all(np.isfinite(bf16_losses))
+  np.testing.assert_allclose(bf16_losses, f32_losses, rtol=0.02)
