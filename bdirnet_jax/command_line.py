@@ -83,9 +83,17 @@ def parse_flags(argv):
     usage_error(str(e))
 
 
+def program_name() -> str:
+  """How the running command is typed: `main.py`, or `python -m PACKAGE` for a package's __main__."""
+  spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+  if spec is not None and spec.name.endswith(".__main__"):
+    return f"python -m {spec.name.removesuffix('.__main__')}"
+  return Path(sys.argv[0]).name
+
+
 def usage_error(reason: str):
   """Exits with the reason first, then where the help is (absl would print the whole help, then the reason)."""
-  sys.exit(f"error: {reason}\nSee {Path(sys.argv[0]).name} --help for the flags.")
+  sys.exit(f"error: {reason}\nSee {program_name()} --help for the flags.")
 
 
 def no_bars_when_redirected() -> None:

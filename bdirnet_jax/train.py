@@ -317,15 +317,12 @@ def _train(config, workdir, train_iterator, preemption, timings) -> TrainState:
 
   step_rng = replicate(step_rng)
   writer = writers.create_writer(workdir, jax.process_index())
-  periodic = writers.periodic_actions()
   hooks = [
-    periodic.ReportProgress(
-      num_train_steps=config.num_train_steps, writer=writer, every_steps=config.log_every_steps, every_secs=None
-    )
+    writers.ReportProgress(num_train_steps=config.num_train_steps, writer=writer, every_steps=config.log_every_steps)
   ]
   if jax.process_index() == 0 and config.get("profile_steps", 0) > 0:
     hooks.append(
-      periodic.Profile(num_profile_steps=config.profile_steps, first_profile=config.log_every_steps + 1, logdir=workdir)
+      writers.Profile(num_profile_steps=config.profile_steps, first_profile=config.log_every_steps + 1, logdir=workdir)
     )
   if jax.process_index() == 0 and latest is None:
     writer.write_hparams(flat_hparams(config))

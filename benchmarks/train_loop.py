@@ -111,9 +111,7 @@ def measure(config, steps: int = 60) -> dict:
 
   with tempfile.TemporaryDirectory() as logdir:
     writer = writers.create_writer(logdir, jax.process_index())
-    hook = writers.periodic_actions().ReportProgress(
-      num_train_steps=steps + 1, writer=writer, every_steps=config.log_every_steps, every_secs=None
-    )
+    hook = writers.ReportProgress(num_train_steps=steps + 1, writer=writer, every_steps=config.log_every_steps)
     step_s = step_only(steps // 2)
     # The loop of train._train, without checkpoints: next batch, step, wait for the previous step, hooks, and every
     # log_every_steps a device_get of the pending metrics and a write of their means.

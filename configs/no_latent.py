@@ -1,4 +1,8 @@
-"""Ablation: no comparison in latent space (no consistency, InfoNCE or statistics terms); identity loss kept."""
+"""Ablation: no comparison in latent space (consistency, InfoNCE and statistics weights 0).
+
+The identity weight stays the default's, 0, so no loss needs the sharp view: the network trains on the blurred view
+alone, like unet_baseline but with SAID and SAIR (`losses.needs_sharp_view`).
+"""
 
 from configs import default
 

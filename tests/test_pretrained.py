@@ -81,10 +81,10 @@ def test_validation_and_card_tables(trained_workdir, tmp_path):
   import card_table  # pylint: disable=g-import-not-at-top
   import validate  # pylint: disable=g-import-not-at-top
 
-  from bdirnet_jax import study_testsets  # pylint: disable=g-import-not-at-top
+  from bdirnet_jax.study import testsets  # pylint: disable=g-import-not-at-top
 
   ((pid, photo),) = validate.validation_photos()
-  assert photo.ndim == 3 and pid not in {i for i, _ in study_testsets.test_photos()}
+  assert photo.ndim == 3 and pid not in {i for i, _ in testsets.test_photos()}
   sets, params = card_table.build_sets(str(trained_workdir), [(pid, photo)], 3, 32, 9, 0.01)
   assert [ts.family for ts in sets] == list(card_table.FAMILIES) and params == {"kernel_size": 9, "noise_sigma": 0.01}
   step, scores = card_table.score_sets(str(trained_workdir), None, sets)

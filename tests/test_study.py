@@ -15,8 +15,12 @@ import skimage.data
 
 from bdirnet_jax import blur
 from bdirnet_jax import classical
-from bdirnet_jax import study_report
-from bdirnet_jax import study_testsets
+from bdirnet_jax.study import plan
+from bdirnet_jax.study import records
+from bdirnet_jax.study import report
+from bdirnet_jax.study import runner
+from bdirnet_jax.study import scoring
+from bdirnet_jax.study import testsets
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "studies" / "smoke.py"
@@ -42,8 +46,8 @@ def read_csv(path) -> list[dict]:
 def test_bootstrap_is_seeded_and_brackets_the_mean():
   rng = np.random.default_rng(0)
   d = 0.3 + rng.normal(size=(3, 40))
-  a = study_report.bootstrap_mean_ci(d, samples=2000, seed=7)
-  assert a == study_report.bootstrap_mean_ci(d, samples=2000, seed=7)
+  a = report.bootstrap_mean_ci(d, samples=2000, seed=7)
+  assert a == report.bootstrap_mean_ci(d, samples=2000, seed=7)
   mean, lo, hi = a
   assert mean == pytest.approx(d.mean()) and lo < mean < hi
   # Roughly the normal-theory interval of a mean of 120 unit-variance values (no seed effect here).
@@ -51,7 +55,7 @@ def test_bootstrap_is_seeded_and_brackets_the_mean():
 
 
 def test_bootstrap_of_a_constant_is_exact():
-  assert study_report.bootstrap_mean_ci(np.full((2, 5), 0.25), samples=500, seed=0) == (0.25, 0.25, 0.25)
+  assert report.bootstrap_mean_ci(np.full((2, 5), 0.25), samples=500, seed=0) == (0.25, 0.25, 0.25)
 
 
 def test_bootstrap_resamples_seeds_too():
@@ -59,10 +63,10 @@ def test_bootstrap_resamples_seeds_too():
   establish a sign, however many images there are (a pairs bootstrap would call this 'better')."""
   rng = np.random.default_rng(1)
   d = np.array([[1.0], [-0.6]]) + 0.01 * rng.normal(size=(2, 200))
-  mean, lo, hi = study_report.bootstrap_mean_ci(d, samples=2000, seed=0)
+  mean, lo, hi = report.bootstrap_mean_ci(d, samples=2000, seed=0)
   assert lo < -0.5 and hi > 0.9 and lo < mean < hi
-  assert study_report.verdict(lo, hi) == study_report.UNDECIDED
-  assert study_report.verdict(0.1, 0.3) == "better" and study_report.verdict(-0.3, -0.1) == "worse"
+  assert report.verdict(lo, hi) == report.UNDECIDED
+  assert report.verdict(0.1, 0.3) == "better" and report.verdict(-0.3, -0.1) == "worse"
 
 
 def _rows(config, train_blur, seed, test_set, psnrs):
@@ -85,7 +89,7 @@ def test_plot_draws_gains_over_the_input_and_absolute_psnr_without_it():
     + _rows("net", "g", 0, "b", [21.0, 21.0])
     + _rows("net", "g", 1, "b", [21.0, 21.0])
   )
-  relative, bars = study_report.plot_bars(rows, ["a", "b"])
+  relative, bars = report.plot_bars(rows, ["a", "b"])
   assert relative and list(bars) == ["g"]
   series = {name: (means, stds, baseline) for name, means, stds, baseline in bars["g"]}
   assert "input" not in series  # a zero bar in a gain plot
@@ -93,16 +97,16 @@ def test_plot_draws_gains_over_the_input_and_absolute_psnr_without_it():
   np.testing.assert_allclose(series["net"][1], [np.std([2.0, 1.0], ddof=1), 0.0])  # per-seed gains 2 and 1 on "a"
   np.testing.assert_allclose(series["wiener_oracle"][0], [2.0, -1.0])
   assert series["wiener_oracle"][2] and not series["net"][2]
-  relative, bars = study_report.plot_bars([r for r in rows if r["config"] != "input"], ["a", "b"])
+  relative, bars = report.plot_bars([r for r in rows if r["config"] != "input"], ["a", "b"])
   assert not relative
   np.testing.assert_allclose(dict((n, m) for n, m, _, _ in bars["g"])["net"], [32.5, 21.0])
 
 
 def test_in_distribution_rule():
-  assert study_report.in_distribution("gaussian", "gaussian")
-  assert not study_report.in_distribution("gaussian", "linear")
-  assert all(study_report.in_distribution("mixed", f) for f in blur.FAMILIES)
-  assert not study_report.in_distribution("mixed", "gopro-blur")
+  assert report.in_distribution("gaussian", "gaussian")
+  assert not report.in_distribution("gaussian", "linear")
+  assert all(report.in_distribution("mixed", f) for f in blur.FAMILIES)
+  assert not report.in_distribution("mixed", "gopro-blur")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -173,11 +177,11 @@ def test_wiener_balance_matches_its_measured_ingredients():
 def test_synthetic_sets_are_fixed_held_out_and_keep_their_kernels():
   from tfds_builders.synthetic_blur import synthetic_blur_dataset_builder as sb
 
-  photos = study_testsets.test_photos()
+  photos = testsets.test_photos()
   assert [i for i, _ in photos] == sb.assign_splits(sorted(i for i, _ in sb.packaged_photo_paths()), 0.25)["test"]
   kwargs = dict(variants=2, max_side=40, kernel_size=9, noise_sigma=0.01, photos=photos)
-  a = study_testsets.synthetic_sets(("gaussian", "linear"), **kwargs)
-  b = study_testsets.synthetic_sets(("gaussian", "linear"), **kwargs)
+  a = testsets.synthetic_sets(("gaussian", "linear"), **kwargs)
+  b = testsets.synthetic_sets(("gaussian", "linear"), **kwargs)
   assert [s.fingerprint for s in a] == [s.fingerprint for s in b]
   assert a[0].fingerprint != a[1].fingerprint
   assert len(a[0]) == 2 * len(photos) and a[0].image_ids == a[1].image_ids
@@ -188,13 +192,11 @@ def test_synthetic_sets_are_fixed_held_out_and_keep_their_kernels():
   assert all(np.array_equal(x, y) for x, y in zip(a[0].sharp, a[1].sharp))
   assert not np.array_equal(a[0].blurry[0], a[1].blurry[0])
   with pytest.raises(ValueError, match="test blur families"):
-    study_testsets.synthetic_sets(("mixed",), **kwargs)
+    testsets.synthetic_sets(("mixed",), **kwargs)
   # Trajectory exposures change the trajectory kernels only; the default (None) is blur's own list.
-  default = study_testsets.synthetic_sets(("trajectory", "gaussian"), **kwargs)
-  same = study_testsets.synthetic_sets(
-    ("trajectory", "gaussian"), trajectory_exposures=blur.TRAJECTORY_EXPOSURES, **kwargs
-  )
-  long = study_testsets.synthetic_sets(("trajectory", "gaussian"), trajectory_exposures=(1.0,), **kwargs)
+  default = testsets.synthetic_sets(("trajectory", "gaussian"), **kwargs)
+  same = testsets.synthetic_sets(("trajectory", "gaussian"), trajectory_exposures=blur.TRAJECTORY_EXPOSURES, **kwargs)
+  long = testsets.synthetic_sets(("trajectory", "gaussian"), trajectory_exposures=(1.0,), **kwargs)
   assert [s.fingerprint for s in same] == [s.fingerprint for s in default]
   assert long[0].fingerprint != default[0].fingerprint and long[1].fingerprint == default[1].fingerprint
 
@@ -204,49 +206,46 @@ def test_real_sets_are_centre_cropped_capped_and_get_only_the_input_baseline(mon
 
   from bdirnet_jax import input_pipeline
   from bdirnet_jax import robustness
-  from bdirnet_jax import study
 
   photo = skimage.data.chelsea()[:50, :70]
   examples = [dict(blurry=photo, sharp=photo, image_id=f"img{i}") for i in range(3)]
   ds = ml_collections.ConfigDict(dict(name="gopro", config="blur", label="gopro-blur"))
   monkeypatch.setattr(robustness, "test_sets", lambda data_dir, families, real: ([ds], ["hide"]))
   monkeypatch.setattr(input_pipeline, "create_eval_iterator", lambda cfg, **kw: iter(examples))
-  sets, skipped = study_testsets.real_sets("D", max_side=32, max_images=2)
+  sets, skipped = testsets.real_sets("D", max_side=32, max_images=2)
   assert skipped == ["hide"] and [s.label for s in sets] == ["gopro-blur"]
   (ts,) = sets
   assert ts.image_ids == ["img0", "img1"] and ts.kernels is None
   np.testing.assert_array_equal(ts.sharp[0], photo[9:41, 19:51])
-  scores = study.baseline_scores(sets, tmp_path)[f"gopro-blur:{ts.fingerprint}"]
+  scores = scoring.baseline_scores(sets, tmp_path)[f"gopro-blur:{ts.fingerprint}"]
   assert list(scores) == ["input"] and scores["input"][0][0] == float("inf")  # blurry == sharp here
 
 
 def test_config_drift_of_a_finished_run_is_reported(tmp_path):
   from bdirnet_jax import checkpoint
-  from bdirnet_jax import study
   from configs.studies import smoke
 
   cfg = smoke.get_config()
-  config = study.training_config(cfg, "bdirnet", "gaussian", 0, str(tmp_path / "tfds"))
+  config = plan.training_config(cfg, "bdirnet", "gaussian", 0, str(tmp_path / "tfds"))
   checkpoint.save_config(str(tmp_path), config)
-  assert study.config_drift(tmp_path, study.training_config(cfg, "bdirnet", "gaussian", 0, "elsewhere")) == []
+  assert records.config_drift(tmp_path, plan.training_config(cfg, "bdirnet", "gaussian", 0, "elsewhere")) == []
   cfg.overrides.optim.learning_rate = 1e-3
-  assert study.config_drift(tmp_path, study.training_config(cfg, "bdirnet", "gaussian", 0, "x")) == [
+  assert records.config_drift(tmp_path, plan.training_config(cfg, "bdirnet", "gaussian", 0, "x")) == [
     "optim.learning_rate"
   ]
 
 
 def test_study_config_errors_come_before_any_work(tmp_path):
-  from bdirnet_jax import study
   from configs.studies import smoke
 
   cfg = smoke.get_config()
   cfg.overrides.dataset.crop_sise = 32
   with pytest.raises(ValueError, match="crop_sise"):
-    study.run(cfg, str(tmp_path))
+    runner.run(cfg, str(tmp_path))
   cfg = smoke.get_config()
   cfg.test_blurs = ("gaussian", "motion")
   with pytest.raises(ValueError, match="motion"):
-    study.run(cfg, str(tmp_path))
+    runner.run(cfg, str(tmp_path))
   assert not (tmp_path / "runs").exists()
 
 
@@ -255,14 +254,13 @@ def test_shipped_study_configs_resolve_and_validate(name, tmp_path):
   import importlib
 
   from bdirnet_jax import config_validation
-  from bdirnet_jax import study
 
   cfg = importlib.import_module(f"configs.studies.{name}").get_config()
-  study.validate_study(cfg)
+  plan.validate_study(cfg)
   assert cfg.expected_wall_time
   for config_name in cfg.configs:
     for tb in cfg.train_blurs:
-      config = study.training_config(cfg, config_name, tb, cfg.seeds[-1], str(tmp_path))
+      config = plan.training_config(cfg, config_name, tb, cfg.seeds[-1], str(tmp_path))
       config_validation.validate(config)
       assert config.dataset.on_the_fly_blur and config.dataset.blur_family == tb
       assert config.num_train_steps == cfg.num_train_steps and config.seed == cfg.seeds[-1]
@@ -362,7 +360,7 @@ def test_smoke_study_report(smoke_study):
   for variant, reference, scope, metric, mean, lo, hi, verdict in comparisons:
     assert (variant, reference) == ("bdirnet", "unet_baseline")
     assert float(lo) <= float(mean) <= float(hi)
-    assert verdict == study_report.verdict(float(lo), float(hi))
+    assert verdict == report.verdict(float(lo), float(hi))
     # The paired mean difference is the difference of the two configs' means over the same rows.
     test_set = "gaussian" if scope == "in-distribution" else "linear"
     by = {
@@ -404,7 +402,6 @@ def _forbid_training_and_restoring(monkeypatch, message):
 
 @pytest.mark.slow
 def test_second_invocation_trains_and_scores_nothing(smoke_study, monkeypatch):
-  from bdirnet_jax import study
   from configs.studies import smoke
 
   out, _ = smoke_study
@@ -415,7 +412,7 @@ def test_second_invocation_trains_and_scores_nothing(smoke_study, monkeypatch):
   before = {name: (out / name).read_bytes() for name in ("report.md", "report.csv")}
 
   _forbid_training_and_restoring(monkeypatch, "a finished study must not train or restore anything")
-  study.run(smoke.get_config(), str(out))
+  runner.run(smoke.get_config(), str(out))
   assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints
   assert {name: (out / name).read_bytes() for name in before} == before
 
@@ -427,12 +424,12 @@ def test_unfinished_run_resumes_from_its_checkpoint(smoke_study):
   out, _ = smoke_study
   run = out / "runs" / "unet_baseline-gaussian-seed1"
   shutil.rmtree(run / "checkpoints" / "6")  # as if killed between the checkpoints at steps 3 and 6
-  report = (out / "report.md").read_bytes()
+  before = (out / "report.md").read_bytes()
   _, log = _run_cli(out)
   assert log.count("study: training") == 1
   assert "study: training unet_baseline-gaussian-seed1 (resuming from step 3)" in log
   assert (run / "checkpoints" / "6").is_dir()
-  assert (out / "report.md").read_bytes() == report
+  assert (out / "report.md").read_bytes() == before
 
 
 @pytest.mark.slow
@@ -441,7 +438,6 @@ def test_committed_study_without_checkpoints_resumes_and_reports_alike(smoke_stu
   sitting on another machine: finished runs are neither retrained nor rescored, and the report is the same."""
   import shutil
 
-  from bdirnet_jax import study
   from configs.studies import smoke
 
   out, _ = smoke_study
@@ -452,11 +448,11 @@ def test_committed_study_without_checkpoints_resumes_and_reports_alike(smoke_stu
   shutil.copy(out / "baseline_scores.json", kept / "baseline_scores.json")
 
   _forbid_training_and_restoring(monkeypatch, "a committed finished run must not be trained or restored")
-  study.run(smoke.get_config(), str(kept))
+  runner.run(smoke.get_config(), str(kept))
   assert (kept / "report.csv").read_bytes() == (out / "report.csv").read_bytes()
   # An interim report: a run not done yet is listed, nothing is trained.
   shutil.rmtree(kept / "runs" / "unet_baseline-gaussian-seed1")
-  rows = study.run(smoke.get_config(), str(kept), report_only=True)
+  rows = runner.run(smoke.get_config(), str(kept), report_only=True)
   assert not any(r["config"] == "unet_baseline" and r["seed"] == 1 for r in rows)
   assert (
     "not finished yet and are not in any number below: unet_baseline-gaussian-seed1" in (kept / "report.md").read_text()
@@ -465,12 +461,100 @@ def test_committed_study_without_checkpoints_resumes_and_reports_alike(smoke_stu
 
 def test_training_configs_are_loaded_by_path_and_a_missing_one_is_named(tmp_path):
   """The library does not import the experiment configs package; `study.config_dir` says where they are."""
-  from bdirnet_jax import study  # pylint: disable=g-import-not-at-top
 
   (tmp_path / "mine.py").write_text(
     "from configs import tiny\n\ndef get_config():\n  c = tiny.get_config()\n  c.batch_size = 3\n  return c\n"
   )
-  assert study.load_training_config("mine", str(tmp_path)).batch_size == 3
-  assert study.load_training_config("bdirnet").model.preset == "small"
+  assert plan.load_training_config("mine", str(tmp_path)).batch_size == 3
+  assert plan.load_training_config("bdirnet").model.preset == "small"
   with pytest.raises(ValueError, match=r"no training config file .*nothere\.py"):
-    study.load_training_config("nothere", str(tmp_path))
+    plan.load_training_config("nothere", str(tmp_path))
+
+
+def test_study_argument_is_resolved_beside_the_configs_package(tmp_path, monkeypatch):
+  """From a directory without configs/, --study=configs/... names the shipped file (both flag forms, a
+  get_config argument kept); a path that exists where the command runs wins; a missing one is left for the error."""
+  from bdirnet_jax.study import cli
+
+  monkeypatch.chdir(tmp_path)
+  shipped = str(SMOKE)
+  assert cli.resolve_study_argument(["x", "--study=configs/studies/smoke.py:a", "--output=o"]) == [
+    "x",
+    f"--study={shipped}:a",
+    "--output=o",
+  ]
+  assert cli.resolve_study_argument(["x", "--study", "configs/studies/smoke.py"]) == ["x", "--study", shipped]
+  (tmp_path / "configs" / "studies").mkdir(parents=True)
+  (tmp_path / "configs" / "studies" / "smoke.py").write_text("")
+  assert cli.resolve_study_argument(["x", "--study=configs/studies/smoke.py"]) == [
+    "x",
+    "--study=configs/studies/smoke.py",
+  ]
+  assert plan.resolve_path("configs/studies/nothere.py") == "configs/studies/nothere.py"
+  assert str(tmp_path) in plan.where_looked("configs/studies/nothere.py")
+
+
+_RESOLVE_IN_ANOTHER_DIRECTORY = """
+import json
+from absl import flags
+import bdirnet_jax
+import configs
+from bdirnet_jax.study import cli
+from bdirnet_jax.study import plan
+
+cli.define_flags()
+flags.FLAGS(cli.resolve_study_argument(["study", "--study=configs/studies/smoke.py", "--output=out"]))
+study = flags.FLAGS.study
+runs = {plan.run_name(*r): plan.training_config(study, *r, "tfds").to_dict() for r in plan.runs(study)}
+print(json.dumps(dict(
+  files=[bdirnet_jax.__file__, configs.__file__, flags.FLAGS["study"].config_filename],
+  study=study.to_dict(),
+  runs=runs,
+), default=str))
+"""
+
+
+def test_installed_copy_runs_the_shipped_configs_from_another_directory(tmp_path):
+  """`pip install .` ships configs/ and configs/studies/; run elsewhere with only the installed copy importable,
+  the study finds --study=configs/studies/smoke.py and every run's training config there, and they are the
+  repository's configs."""
+  import json
+  import shutil
+
+  from configs.studies import smoke
+
+  src = tmp_path / "src"  # a copy, so the build leaves no build/ or egg-info in the checkout
+  for name in ("bdirnet_jax", "configs", "tfds_builders"):
+    shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "dummy_data"))
+  for name in ("pyproject.toml", "requirements.txt", "README.md"):
+    shutil.copy(ROOT / name, src / name)
+  site = tmp_path / "site"
+  subprocess.run(
+    [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-compile"]
+    + ["--target", str(site), str(src)],
+    check=True,
+    capture_output=True,
+    timeout=300,
+  )
+  elsewhere = tmp_path / "elsewhere"
+  elsewhere.mkdir()
+  env = {k: v for k, v in _cli_env().items() if k != "PYTHONPATH"}
+  env["PYTHONPATH"] = str(site)
+  proc = subprocess.run(
+    [sys.executable, "-c", _RESOLVE_IN_ANOTHER_DIRECTORY],
+    cwd=elsewhere,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  got = json.loads(proc.stdout.splitlines()[-1])
+  assert all(Path(f).resolve().is_relative_to(site.resolve()) for f in got["files"]), got["files"]
+  assert got["files"][2].endswith("configs/studies/smoke.py")
+  expected = smoke.get_config()
+  assert got["study"]["configs"] == list(expected.configs) and got["study"]["name"] == expected.name
+  assert sorted(got["runs"]) == sorted(plan.run_name(*r) for r in plan.runs(expected))
+  for r in plan.runs(expected):
+    here = json.loads(json.dumps(plan.training_config(expected, *r, "tfds").to_dict(), default=str))
+    assert got["runs"][plan.run_name(*r)] == here

@@ -10,7 +10,8 @@ Expected wall time (2 idle CPU cores): about 2.5 hours. MEASURED 2026-11-27: 24 
 (192-232 s per single-view run, 291-367 s per two-view run, 10-14 s of scoring each), the last 5 in 24 min: the
 30 runs take about 2h25m (docs/STUDY.md section 1). Earlier estimate, from step rates: the default's two-view step
 runs at 1.1 steps/s on this idle 2-core CPU (BENCHMARKS.md, 800 steps in 780 s): 24 two-view runs x 300 steps ~
-110 min; 6 `unet_baseline` runs (one view, ~2x faster) ~ 15 min; 5 compilations (one per config, shared by its
+110 min; 6 `unet_baseline` runs (one view, ~2x faster) ~ 15 min (it counted `no_latent` as two-view; it trains on
+one view too, so 18 runs are two-view); 5 compilations (one per config, shared by its
 seeds through DIR/jax_cache) ~ 8 min; scoring ~ 30 s per run. It resumes, so it can run in sittings.
 
 The recipe is the embedded default's (configs/default.py: BDIRNet-small, 64x64 crops, batch 8, lr 2e-3, 15x15

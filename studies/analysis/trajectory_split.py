@@ -6,8 +6,8 @@ and images of the point-like kernels and of the blurred ones, beside the input a
 
   python studies/analysis/trajectory_split.py --study=configs/studies/cpu.py --output=studies/cpu
 
-The kernels are regenerated exactly as the study builds them (`study.synthetic_test_params` of its first run's
-config, `study_testsets.synthetic_sets`), so the split uses the kernels alone, never the scores.
+The kernels are regenerated exactly as the study builds them (`study.plan.synthetic_test_params` of its first run's
+config, `study.testsets.synthetic_sets`), so the split uses the kernels alone, never the scores.
 """
 
 import csv
@@ -34,17 +34,15 @@ def main(argv):
   if FLAGS.study is None or not FLAGS.output:
     raise app.UsageError("--study=configs/studies/NAME.py and --output=DIR are required")
   from bdirnet_jax import blur  # pylint: disable=g-import-not-at-top
-  from bdirnet_jax import study  # pylint: disable=g-import-not-at-top
-  from bdirnet_jax import study_testsets  # pylint: disable=g-import-not-at-top
+  from bdirnet_jax.study import plan  # pylint: disable=g-import-not-at-top
+  from bdirnet_jax.study import testsets  # pylint: disable=g-import-not-at-top
 
   cfg = FLAGS.study
-  first = study.training_config(
+  first = plan.training_config(
     cfg, cfg.configs[0], cfg.train_blurs[0], int(cfg.seeds[0]), os.path.join(FLAGS.output, "tfds")
   )
-  params = study.synthetic_test_params(cfg, first)
-  (ts,) = study_testsets.synthetic_sets(
-    ["trajectory"], variants=cfg.test.variants, max_side=cfg.test.max_side, **params
-  )
+  params = plan.synthetic_test_params(cfg, first)
+  (ts,) = testsets.synthetic_sets(["trajectory"], variants=cfg.test.variants, max_side=cfg.test.max_side, **params)
   radius = {iid: blur.rms_radius(kern) for iid, kern in zip(ts.image_ids, ts.kernels)}
   point = {iid for iid, r in radius.items() if r < POINT_RADIUS_PX}
   k = params["kernel_size"]

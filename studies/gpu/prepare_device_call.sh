@@ -26,8 +26,9 @@ rm -rf .tfds_gpu/build && mkdir -p .tfds_gpu/build
 "$PY" -c "
 import sys
 from configs.studies import gpu
-from bdirnet_jax import study, input_pipeline
-cfg = study.training_config(gpu.get_config(), 'bdirnet', 'gaussian', 0, sys.argv[1])
+from bdirnet_jax import input_pipeline
+from bdirnet_jax.study import plan
+cfg = plan.training_config(gpu.get_config(), 'bdirnet', 'gaussian', 0, sys.argv[1])
 input_pipeline.open_source(cfg.dataset)
 " .tfds_gpu/build
 src=$(dirname "$(find .tfds_gpu/build -name dataset_info.json | head -1)")

@@ -3,7 +3,7 @@
   python studies/pretrained/card_table.py --workdir=pretrained/bdirnet-small-mixed --output=studies/pretrained/card
 
 For every blur family (trajectory, linear, Gaussian, defocus) the held-out photos of the test split are cropped and
-blurred exactly as the study's test sets are built (`study_testsets.synthetic_sets`: seeded crops and kernels), at
+blurred exactly as the study's test sets are built (`study.testsets.synthetic_sets`: seeded crops and kernels), at
 the package's kernel size and noise; each image is scored (PSNR/SSIM, `evaluate`'s protocol) as the blurred input,
 the network's output and the Wiener filter given the TRUE kernel (`classical.wiener_oracle`, a non-blind oracle).
 The trajectory family is also split into kernels that blur and point-like ones (RMS radius < 0.5 px, which the
@@ -47,7 +47,7 @@ def score_sets(workdir: str, step: int | None, sets) -> tuple[int, dict]:
 
   from bdirnet_jax import classical  # pylint: disable=g-import-not-at-top
   from bdirnet_jax import inference  # pylint: disable=g-import-not-at-top
-  from bdirnet_jax import study_testsets  # pylint: disable=g-import-not-at-top
+  from bdirnet_jax.study import testsets  # pylint: disable=g-import-not-at-top
 
   restored = inference.load(workdir, step=step)
   fn = jax.jit(inference.deblur_fn(restored.model))
@@ -58,7 +58,7 @@ def score_sets(workdir: str, step: int | None, sets) -> tuple[int, dict]:
     for blurry in ts.blurry:  # one at a time: evaluate's full-resolution path, padded to the multiple
       x, hw = inference.pad_to_multiple(blurry[None].astype(np.float32) / 255.0, m)
       outputs.append(np.asarray(inference.crop(fn(restored.params, x), hw))[0])
-    per = {"network": study_testsets.set_scores(outputs, ts)}
+    per = {"network": testsets.set_scores(outputs, ts)}
     for method in ("input", "wiener_oracle"):
       per[method] = [
         classical.score(method, b, s, k, noise_sigma=ts.noise_sigma) for b, s, k in zip(ts.blurry, ts.sharp, ts.kernels)
@@ -70,7 +70,7 @@ def score_sets(workdir: str, step: int | None, sets) -> tuple[int, dict]:
 
 def build_sets(workdir: str, photos, variants: int, max_side: int, kernel_size, noise_sigma):
   from bdirnet_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  from bdirnet_jax import study_testsets  # pylint: disable=g-import-not-at-top
+  from bdirnet_jax.study import testsets  # pylint: disable=g-import-not-at-top
 
   config = checkpoint.load_config(workdir)
   params = dict(
@@ -78,7 +78,7 @@ def build_sets(workdir: str, photos, variants: int, max_side: int, kernel_size, 
     noise_sigma=float(config.dataset.noise_sigma if noise_sigma is None else noise_sigma),
   )
   # trajectory_exposures=None: the default DeblurGAN exposures, point-like kernels included (split out below).
-  sets = study_testsets.synthetic_sets(FAMILIES, variants=variants, max_side=max_side, photos=photos, **params)
+  sets = testsets.synthetic_sets(FAMILIES, variants=variants, max_side=max_side, photos=photos, **params)
   return sets, params
 
 
@@ -137,12 +137,12 @@ def write(output: str, stem: str, payload: dict, md: str) -> None:
 
 def main(argv):
   del argv
-  from bdirnet_jax import study_testsets  # pylint: disable=g-import-not-at-top
+  from bdirnet_jax.study import testsets  # pylint: disable=g-import-not-at-top
 
   FLAGS = flags.FLAGS
   t0 = time.time()
   sets, params = build_sets(
-    FLAGS.workdir, study_testsets.test_photos(), FLAGS.variants, FLAGS.max_side, FLAGS.kernel_size, FLAGS.noise_sigma
+    FLAGS.workdir, testsets.test_photos(), FLAGS.variants, FLAGS.max_side, FLAGS.kernel_size, FLAGS.noise_sigma
   )
   step, scores = score_sets(FLAGS.workdir, FLAGS.step, sets)
   rows = rows_of(sets, scores)

@@ -29,7 +29,7 @@ from etils import epath
 
 from bdirnet_jax import blur
 from bdirnet_jax import classical
-from bdirnet_jax import study_testsets
+from bdirnet_jax.study import testsets
 
 CSV_FIELDS = ("config", "train_blur", "seed", "test_set", "image_id", "psnr", "ssim", "step")
 REFERENCES = ("unet_baseline", "bdirnet")
@@ -152,7 +152,7 @@ def comparisons(rows, *, samples: int, seed: int, confidence: float = 0.95) -> l
             d = np.array(
               [[index[(var, tb, s) + im][metric] - index[(ref, tb, s) + im][metric] for im in images] for s in seeds]
             )
-            rng_seed = study_testsets.stable_seed("bootstrap", seed, var, ref, tb, scope, metric)
+            rng_seed = testsets.stable_seed("bootstrap", seed, var, ref, tb, scope, metric)
             mean, lo, hi = bootstrap_mean_ci(d, samples=samples, seed=rng_seed, confidence=confidence)
             out.append(
               dict(
@@ -220,7 +220,7 @@ def markdown(
   rows,
   *,
   study: dict,
-  test_sets: Sequence[study_testsets.TestSet],
+  test_sets: Sequence[testsets.TestSet],
   skipped: Sequence[str],
   summaries: list[dict],
   comps: list[dict],
@@ -245,7 +245,7 @@ def markdown(
     "Gaussian 11x11 SSIM (`rgb_uint8_gauss11`; RealBlur: `realblur_ecc`). Synthetic test sets: the "
     "`synthetic_blur` test photos, square crops of at most "
     f"{study['max_side']} px, {study['variants']} fixed seeded kernels per photo and family "
-    "(`bdirnet_jax/study_testsets.py`). Baselines (`bdirnet_jax/classical.py`): `input` is the blurred "
+    "(`bdirnet_jax/study/testsets.py`). Baselines (`bdirnet_jax/classical.py`): `input` is the blurred "
     "image; `wiener_oracle`, `rl_oracle`, `unsupervised_wiener` deconvolve with the true kernel (an "
     "oracle no blind method has), so they exist only for synthetic sets.",
     "",
