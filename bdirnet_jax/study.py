@@ -7,7 +7,9 @@ classical baselines, paired bootstrap intervals and a report.
   `<study.config_dir>/<config>.py` (default `configs/`; `bdirnet` = `default.py`), loaded by path, with the
   study's `overrides`, `num_train_steps`, `seed = k`, `dataset.on_the_fly_blur = True`,
   `dataset.blur_family = <train_blur>` and no `eval_datasets` (the study scores the runs itself). Training photos
-  come from `synthetic_blur` (built on first use in `--data_dir`, default `DIR/tfds`).
+  come from `synthetic_blur` (built on first use in `--data_dir`, default `DIR/tfds`). With `study.stack_runs=N`
+  (> 1), up to N unstarted runs of one config train together in one vmapped program (`stacked_train`, folders in
+  `DIR/stacked`) and end as the same workdirs.
 * Resume: a run whose latest checkpoint step reaches `num_train_steps` is not touched again (not even restored for
   training); an unfinished one resumes from its checkpoints. Scores are cached per run in
   `<run>/study_scores.json` and for the baselines in `DIR/baseline_scores.json`, keyed by test-set label and
@@ -369,6 +371,14 @@ def run(
     time.time() - t0,
   )
 
+  if study.get("stack_runs", 0) > 1 and not report_only:  # up to N runs of one config in one program
+    from bdirnet_jax import stacked_train  # pylint: disable=g-import-not-at-top
+
+    try:
+      pairs = [(configs[r], out / RUNS_DIR / run_name(*r)) for r in runs]
+      stacked_train.train_unfinished(pairs, study.stack_runs, out / "stacked", latest_step)
+    except stacked_train.Interrupted as e:
+      raise StudyInterrupted(f"{e}; rerun the same command to resume the study") from None
   rows = []
   drifted = {}
   not_run = []

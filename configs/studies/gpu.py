@@ -44,4 +44,7 @@ def get_config():
   study.test.max_side = 256
   study.test.eval_batch = 16
   study.overrides = recipe()
+  # The 6 runs of each config (3 seeds x 2 training blurs) train together, vmapped in one program: one small model
+  # cannot fill the GPU, and 30 sequential runs do not fit a sitting (bdirnet_jax/stacked_train.py).
+  study.stack_runs = 6
   return study
