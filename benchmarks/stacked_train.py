@@ -117,9 +117,9 @@ def define_flags(values: flags.FlagValues) -> None:
   )
 
 
-def main(argv, flag_argv: list[str] | None = None) -> list[dict]:
-  del argv
-  values = common.parse(define_flags, flag_argv)
+def main(argv: list[str] | None = None) -> list[dict]:
+  """The rows; `argv`: flags as a list (tests), None: the command line's (parsed by app.run)."""
+  values = common.parse(define_flags, argv)
   rows, base = [], None
   config, name, blurs = values.config, values["config"].config_filename, tuple(values.blurs)
   if values.study is not None:
@@ -139,6 +139,11 @@ def main(argv, flag_argv: list[str] | None = None) -> list[dict]:
   return rows
 
 
+def _cli(argv):
+  del argv  # flags are parsed
+  main()
+
+
 if __name__ == "__main__":
   define_flags(flags.FLAGS)
-  app.run(main)
+  app.run(_cli)
