@@ -281,3 +281,18 @@ def test_stacked_iterator_gives_each_run_its_own_pipeline_and_resumes(synthetic_
   np.testing.assert_array_equal(next(again)["sharp"], np.stack([expected[r][1]["sharp"] for r in range(2)]))
   with pytest.raises(ValueError, match="holds 1 runs' positions, expected 2"):
     again.set_state({"runs": position["runs"][:1]})
+
+
+@pytest.mark.slow
+def test_stacked_benchmark_reports_run_steps_per_second(synthetic_blur_data_dir):
+  """benchmarks/stacked_train.py end to end for a stack of 2 (its measurements: BENCHMARKS.md)."""
+  from benchmarks import stacked_train as bench  # pylint: disable=g-import-not-at-top
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+
+  config = tiny.get_config()
+  config.num_train_steps = 4
+  config.dataset.data_dir = str(synthetic_blur_data_dir)
+  row = bench.measure(config, 2, steps=2, blurs=("gaussian", "linear"))
+  assert set(bench.KEYS) <= set(row) and row["runs"] == 2
+  assert row["step_run_steps_per_s"] > 0 and row["loop_run_steps_per_s"] > 0 and row["compile_s"] > 0
+  assert row["host_ms_per_step"] >= 0
