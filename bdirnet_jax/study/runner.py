@@ -112,6 +112,15 @@ def run(
   params = plan.synthetic_test_params(study, next(iter(configs.values())))
   test_sets, skipped = _test_sets(study, params, data_dir)
 
+  if study.get("stack_runs", 0) > 1 and not report_only:  # up to N runs of one config in one program
+    from bdirnet_jax import stacked_train  # pylint: disable=g-import-not-at-top
+
+    try:
+      pairs = [(configs[r], out / records.RUNS_DIR / plan.run_name(*r)) for r in runs]
+      stacked_train.train_unfinished(pairs, study.stack_runs, out / "stacked", records.latest_step)
+    except stacked_train.Interrupted as e:
+      raise StudyInterrupted(f"{e}; rerun the same command to resume the study") from None
+
   rows, drifted, not_run = [], {}, []
   for r in tqdm(runs, desc="study", unit="run", disable=None):  # drawn on a terminal only
     name = plan.run_name(*r)

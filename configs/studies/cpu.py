@@ -56,6 +56,7 @@ def get_config():
   study.num_train_steps = NUM_TRAIN_STEPS
   study.real_datasets = True  # every real dataset prepared in --data_dir is a test set too
   study.learned_min_gain_db = 0.5  # "learned?": in-distribution PSNR gain over the input
+  study.stack_runs = 0  # >1: up to that many runs of one config trained at once in one program (stacked_train)
   study.test = ml_collections.ConfigDict(
     dict(
       variants=8,  # kernels (and crops) per held-out photo

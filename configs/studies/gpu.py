@@ -12,6 +12,11 @@ to compile the train step (~35 s with `XLA_FLAGS=--xla_gpu_autotune_level=0`), 1
 so the 30 runs take ~1.2-1.5 h, not the ~12 min first estimated; a 15-minute device lease holds three runs. The
 study resumes from committed run records (config.json + study_scores.json), so it can run lease by lease. The
 classical baselines (~2.5 min on a 2-core CPU) can be scored on the host beforehand with `--report_only`.
+
+Since then `stack_runs = 6`: the 6 runs of a config (3 seeds x 2 training blurs) train together in one vmapped
+program (bdirnet_jax/stacked_train.py; docs/DESIGN.md), one compile per config instead of one per run, and the
+GPU does 6 runs' work per step. Not yet measured on a GPU: `benchmarks/stacked_train.py --study=configs/studies/gpu.py`
+measures run-steps per second for 1, 2, 4 and 6 stacked runs.
 """
 
 import ml_collections
@@ -44,4 +49,7 @@ def get_config():
   study.test.max_side = 256
   study.test.eval_batch = 16
   study.overrides = recipe()
+  # The 6 runs of each config (3 seeds x 2 training blurs) train together, vmapped in one program: one small model
+  # cannot fill the GPU, and 30 sequential runs do not fit a sitting (bdirnet_jax/stacked_train.py).
+  study.stack_runs = 6
   return study

@@ -21,6 +21,7 @@ def get_config():
   study.num_train_steps = 6
   study.real_datasets = True
   study.learned_min_gain_db = 0.5
+  study.stack_runs = 0  # >1: runs of one config trained together (bdirnet_jax/stacked_train.py)
   study.test = ml_collections.ConfigDict(
     dict(
       variants=2,  # kernels (and crops) per test photo

@@ -7,7 +7,8 @@
 # continues the study from its committed run records in studies/gpu/ (finished runs are neither retrained nor
 # rescored), stops starting runs after STUDY_BUDGET_S so the call ends inside its limit, and returns what a study
 # commits as one archive: $OUT/gpu_study.tar.gz (runs/*/config.json, runs/*/study_scores.json, baseline_scores.json,
-# report.md/csv/png) plus $OUT/study.log and $OUT/nvidia-smi.txt. Unpack it over studies/gpu/ and commit.
+# report.md/csv/png) plus $OUT/study.log, $OUT/nvidia-smi.txt and $OUT/gpu_util.csv (utilisation every 5 s). Unpack
+# it over studies/gpu/ and commit. configs/studies/gpu.py stacks the 6 runs of each config (study.stack_runs).
 #
 # The same path on a CPU, as a smoke test (no wheels, the smoke study, from scratch):
 #   OUT=/tmp/out PYTHON=.venv/bin/python WHEELS=0 STUDY=configs/studies/smoke.py STUDY_DIR=none \
@@ -32,10 +33,20 @@ cat "$OUT/nvidia-smi.txt"
 WORK=/tmp/gpu_study
 rm -rf "$WORK" && mkdir -p "$WORK"
 if [ "$STUDY_DIR" != none ]; then cp -r "$STUDY_DIR"/. "$WORK"/; fi
+# Optional (STACK_BENCH=1, ~1-2 min of the sitting): run-steps per second of 1 and 6 stacked runs of the study's
+# bdirnet recipe (benchmarks/stacked_train.py), one JSON line each in $OUT/stacked_bench.jsonl.
+if [ "${STACK_BENCH:-0}" = 1 ]; then
+  timeout -k 10 "${STACK_BENCH_S:-150}" "$PYTHON" benchmarks/stacked_train.py --study="$STUDY" --data_dir="$DATA_DIR" \
+    --stacks=1,6 --steps=30 2>"$OUT/stacked_bench.log" | tee "$OUT/stacked_bench.jsonl"
+fi
+# Device utilisation and memory every 5 s while the study runs (the answer to "does it fill the GPU?").
+nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 > "$OUT/gpu_util.csv" 2>/dev/null &
+util_pid=$!
 # The study resumes, so a cut run is finished by the next sitting; SIGTERM makes the training loop save and stop.
 timeout -s TERM -k 20 "$STUDY_BUDGET_S" "$PYTHON" -m bdirnet_jax.study --study="$STUDY" --output="$WORK" \
   --data_dir="$DATA_DIR" 2>&1 | tee "$OUT/study.log"
 rc=${PIPESTATUS[0]}
+kill "$util_pid" 2>/dev/null
 # Reports of the runs finished so far, even if the budget cut the study short.
 if [ "$rc" -ne 0 ]; then
   timeout 120 "$PYTHON" -m bdirnet_jax.study --study="$STUDY" --output="$WORK" --data_dir="$DATA_DIR" --report_only \
