@@ -185,13 +185,15 @@ def prepare_workdir(workdir) -> str:
 
 
 def check_writable(path: str) -> None:
-  """Writes and removes a probe file, before anything is compiled (after the checks that may refuse the workdir,
-  which must leave it untouched)."""
+  """Writes and removes a probe file, before anything is compiled. The directory's times are put back, so a run
+  refused later (a checkpoint of another model) leaves the workdir exactly as it was."""
   try:
+    before = os.stat(path)
     probe = os.path.join(path, f".write_probe_{os.getpid()}")
     with open(probe, "w") as f:
       f.write("ok")
     os.remove(probe)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
   except OSError as e:
     raise config_validation.ConfigError(f"--workdir={path} is not a writable directory: {e}") from None
 
