@@ -7,12 +7,10 @@ eval_report's). `label` is `dataset.label` when set, else the dataset name.
 Every number belongs to a protocol of `protocols.PROTOCOLS`; `dataset.protocol` picks one, else
 `protocols.DATASET_PROTOCOLS` by dataset name. Images are reflect-padded to the network's multiple and cropped
 back before scoring. Images of one size are batched across the local devices (`batching.Batcher` without
-buckets); each process scores its own strided share and process 0 merges the parts, so no collective ever waits
-on another process's image sizes.
+buckets); each process scores its own strided share and `eval_shares` merges them.
 """
 
 import functools
-import json
 import time
 from typing import Any
 
@@ -28,6 +26,7 @@ from bdirnet_jax import atomic_io
 from bdirnet_jax import batching
 from bdirnet_jax import config_validation
 from bdirnet_jax import eval_report
+from bdirnet_jax import eval_shares
 from bdirnet_jax import inference
 from bdirnet_jax import metrics as metrics_lib
 from bdirnet_jax import protocols
@@ -183,45 +182,6 @@ def evaluate_dataset(
   return summary, scorer.preview
 
 
-def _aggregate(summary: dict) -> dict:
-  scored = [r for r in summary["per_image"] if "psnr" in r]
-  summary["num_images"] = len(summary["per_image"])
-  summary["num_scored"] = len(scored)
-  for key in ("psnr", "ssim", "input_psnr", "input_ssim"):
-    summary[key] = float(np.mean([r[key] for r in scored])) if scored else None
-  flag = protocols.PROTOCOLS[summary["protocol"]].flag
-  if flag:
-    summary[flag[1]] = sum(bool(r.get(flag[0])) for r in summary["per_image"])
-  return summary
-
-
-def _merge(parts: list[dict]) -> dict:
-  """One summary from the processes' shares (process i of n scored images i, i+n, ...): per-image entries in
-  source order, the slowest process's seconds."""
-  merged = dict(parts[0])
-  merged["per_image"] = sorted((r for p in parts for r in p["per_image"]), key=lambda r: r["index"])
-  merged["seconds"] = max(p["seconds"] for p in parts)
-  merged["num_image_sizes"] = len({(r["height"], r["width"]) for r in merged["per_image"]})
-  return merged
-
-
-def _merge_parts(parts_dir: epath.Path, stem: str, count: int) -> dict:
-  return _merge([json.loads((parts_dir / f"{stem}.process_{i}-of-{count}.json").read_text()) for i in range(count)])
-
-
-def _gather_parts(summary: dict) -> list[dict]:
-  """Every process's summary, on every process, without files (the training loop's evaluations that write
-  nothing): JSON bytes padded to the longest and all-gathered."""
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-
-  data = np.frombuffer(json.dumps(summary).encode(), np.uint8)
-  sizes = np.asarray(multihost_utils.process_allgather(np.array([data.size], np.int32))).reshape(-1)
-  padded = np.zeros(int(sizes.max()), np.uint8)
-  padded[: data.size] = data
-  everything = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(sizes), -1)
-  return [json.loads(bytes(everything[i, : sizes[i]]).decode()) for i in range(len(sizes))]
-
-
 def evaluate(
   workdir: str,
   config: ml_collections.ConfigDict | None = None,
@@ -322,17 +282,7 @@ def _evaluate_restored(
       bf16=bool(bf16),
       preset=restored.config.model.get("preset"),
     )
-    if pc > 1 and eval_dir is not None:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-
-      parts_dir = eval_dir / ".parts"
-      parts_dir.mkdir(parents=True, exist_ok=True)
-      atomic_io.write_json(parts_dir / f"{stem}.process_{pi}-of-{pc}.json", summary, indent=1)
-      multihost_utils.sync_global_devices(f"eval {stem}")
-      summary = _merge_parts(parts_dir, stem, pc)
-    elif pc > 1:
-      summary = _merge(_gather_parts(summary))
-    summary = _aggregate(summary)
+    summary = eval_shares.combine(summary, eval_dir, stem)
     strip = eval_report.preview_strip(preview_rows) if preview_rows and pi == 0 else None
     if pi == 0 and eval_dir is not None:
       if strip is not None:
