@@ -287,10 +287,12 @@ def test_scan_and_remat_train_like_the_plain_loop_and_bf16_like_float32():
     np.testing.assert_allclose(b, a, rtol=0, atol=2e-6)
   assert max(moved) > 1e-3  # the params moved far more than the tolerance (3 Adam steps near the peak rate)
 
+  # bfloat16 activations from the same start, against the float32 loop above (one compile fewer than a float32
+  # run of its own).
   bf16 = trained_workdir_config()
+  bf16.model.middle_blocks = 2
   bf16.compute_dtype = "bfloat16"
-  _, history_bf16 = _run_steps(bf16, devices, 4)
-  _, history_f32 = _run_steps(trained_workdir_config(), devices, 4)
-  bf16_losses, f32_losses = [np.array([m["loss"] for m in h]) for h in (history_bf16, history_f32)]
+  _, history_bf16 = _run_steps(bf16, devices, 3, state=start)
+  bf16_losses = np.array([m["loss"] for m in history_bf16])
   assert np.all(np.isfinite(bf16_losses))
-  np.testing.assert_allclose(bf16_losses, f32_losses, rtol=0.02)
+  np.testing.assert_allclose(bf16_losses, losses, rtol=0.02)
