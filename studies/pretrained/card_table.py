@@ -120,18 +120,19 @@ def markdown(rows: list[dict], title: str) -> str:
   return "\n".join(lines) + "\n"
 
 
-def write(output: str, stem: str, payload: dict, md: str) -> None:
-  """Writes OUTPUT/stem.json and .md, refusing to overwrite either."""
+def write(output: str, stem: str, payload: dict, md: str | None) -> None:
+  """Writes OUTPUT/stem.json and (unless `md` is None) .md, refusing to overwrite either."""
   os.makedirs(output, exist_ok=True)
-  paths = [os.path.join(output, f"{stem}.{ext}") for ext in ("json", "md")]
+  paths = [os.path.join(output, f"{stem}.{ext}") for ext in ("json", "md")[: 1 if md is None else 2]]
   for path in paths:
     if os.path.exists(path):
       raise SystemExit(f"error: {path} exists; choose another --output (nothing was overwritten)")
   with open(paths[0], "x") as f:
     json.dump(payload, f, indent=2)
     f.write("\n")
-  with open(paths[1], "x") as f:
-    f.write(md)
+  if md is not None:
+    with open(paths[1], "x") as f:
+      f.write(md)
   logging.info("wrote %s", ", ".join(paths))
 
 

@@ -23,6 +23,7 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import card_table  # noqa: E402
 import validate  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -42,6 +43,7 @@ def _main_py(*args: str) -> None:
 def main(argv):
   del argv
   from bdirnet_jax import onnx_export  # pylint: disable=g-import-not-at-top
+  from bdirnet_jax import pretrained  # pylint: disable=g-import-not-at-top
 
   workdir = os.path.abspath(flags.FLAGS.workdir)
   photo = validate.validation_photos()[0][1]
@@ -62,17 +64,12 @@ def main(argv):
       got = np.round(runner(x)[0] * 255).astype(np.int32)
       levels = np.abs(got - iio.imread(os.path.join(tmp, "out", f"{h}x{w}.png")).astype(np.int32))
       report["sizes"][f"{h}x{w}"] = {"within_one_level": float((levels <= 1).mean()), "max_levels": int(levels.max())}
-  meta = os.path.join(workdir, "pretrained.json")  # a package says its step; a training workdir does not
-  step = report["step"] = json.loads(pathlib.Path(meta).read_text())["step"] if os.path.exists(meta) else None
+  meta = pathlib.Path(workdir) / pretrained.METADATA_FILE  # a package says its step; a training workdir does not
+  step = report["step"] = json.loads(meta.read_text())["step"] if meta.exists() else None
   report["passes"] = all(s["within_one_level"] >= 0.99 for s in report["sizes"].values())
   print(json.dumps(report))
   if flags.FLAGS.output:
-    path = os.path.join(flags.FLAGS.output, f"onnx_check_step{step}.json")
-    if os.path.exists(path):
-      raise SystemExit(f"{path} exists; not overwriting it")
-    os.makedirs(flags.FLAGS.output, exist_ok=True)
-    with open(path, "w") as f:
-      json.dump(report, f, indent=1)
+    card_table.write(flags.FLAGS.output, f"onnx_check_step{step}", report, md=None)
   return 0 if report["passes"] else 1
 
 
