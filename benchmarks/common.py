@@ -4,6 +4,7 @@ import json
 import sys
 from collections.abc import Callable
 
+from absl import app
 from absl import flags
 
 
@@ -24,3 +25,14 @@ def emit(row: dict) -> dict:
   """Prints one JSON line on stdout: run_all collects these, so nothing else a script prints starts with `{`."""
   print(json.dumps(row), flush=True)
   return row
+
+
+def run_script(define: Callable[[flags.FlagValues], None], main: Callable[[], object]) -> None:
+  """A script's `__main__`: its flags defined on the global FLAGS, parsed by absl, then `main()` (which reads them)."""
+
+  def run(argv):
+    del argv  # parsed into FLAGS
+    main()  # what it returns is for callers in Python: app.run would exit with it
+
+  define(flags.FLAGS)
+  app.run(run)

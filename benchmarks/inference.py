@@ -26,7 +26,6 @@ import subprocess
 import sys
 import time
 
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -315,11 +314,5 @@ def _table(rows):
   logging.info("\n%s", "\n".join(lines))
 
 
-def _cli(argv):
-  del argv  # flags are parsed
-  main()
-
-
 if __name__ == "__main__":
-  define_flags(flags.FLAGS)
-  app.run(_cli)
+  common.run_script(define_flags, main)

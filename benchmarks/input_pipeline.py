@@ -16,7 +16,6 @@ import sys
 import time
 
 import numpy as np
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -201,11 +200,5 @@ def main(argv=None):
   return rows
 
 
-def _cli(argv):
-  del argv  # flags are parsed
-  main()
-
-
 if __name__ == "__main__":
-  define_flags(flags.FLAGS)
-  app.run(_cli)
+  common.run_script(define_flags, main)

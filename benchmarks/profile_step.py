@@ -20,7 +20,6 @@ import sys
 import tempfile
 import time
 
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -151,11 +150,5 @@ def main(argv=None):
   return out
 
 
-def _cli(argv):
-  del argv  # flags are parsed
-  main()
-
-
 if __name__ == "__main__":
-  define_flags(flags.FLAGS)
-  app.run(_cli)
+  common.run_script(define_flags, main)

@@ -45,6 +45,9 @@ from absl import logging
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+from benchmarks import common  # noqa: E402
 
 BDIRNET, UNET = "bdirnet", "unet_baseline"
 MODEL_NAMES = {BDIRNET: "BDIRNet-base", UNET: "U-Net baseline (base)"}
@@ -508,9 +511,6 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 
 def main(argv=None):
-  sys.path.insert(0, ROOT)
-  from benchmarks import common  # pylint: disable=g-import-not-at-top
-
   fv = common.parse(define_flags, argv)
   for w in fv.only or ():
     if w not in WORKLOADS:
@@ -518,11 +518,5 @@ def main(argv=None):
   return run(fv.quick, fv.only, fv.out, fv.md, fv.jsonl, fv.budget, keep_going=fv.keep_going)
 
 
-def _cli(argv):
-  del argv  # flags are parsed
-  main()
-
-
 if __name__ == "__main__":
-  define_flags(flags.FLAGS)
-  app.run(_cli)
+  common.run_script(define_flags, main)

@@ -24,7 +24,6 @@ import os
 import sys
 import time
 
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -332,11 +331,5 @@ def print_table(rows):
   logging.info("\n%s", "\n".join(lines))
 
 
-def _cli(argv):
-  del argv  # flags are parsed
-  main()
-
-
 if __name__ == "__main__":
-  define_flags(flags.FLAGS)
-  app.run(_cli)
+  common.run_script(define_flags, main)

@@ -371,7 +371,10 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_saved_step(synth
   procs = _spawn_two(
     logs,
     _train_args(workdir, data_dir)
-    + ["--config.num_train_steps=1000", "--config.checkpoint_every_steps=1000", "--config.log_every_steps=1"],
+    + ["--config.num_train_steps=1000", "--config.checkpoint_every_steps=1000", "--config.log_every_steps=1"]
+    # the other test's schedule horizon: the same compiled step, loaded from the run's compilation cache when that
+    # test has compiled it first
+    + [f"--config.optim.schedule_steps={fakes.ON_THE_FLY_SCHEDULE_STEPS}"],
   )
   try:
     deadline = time.time() + 480

@@ -34,14 +34,14 @@ def compile_cache():
   return os.environ.get("JAX_COMPILATION_CACHE_DIR")  # the run's (tests/conftest.py)
 
 
-def _train_cmd(workdir, data_dir, checkpoint_every=2):
+def _train_cmd(workdir, data_dir, checkpoint_every=2, config="configs/tiny.py"):
   # checkpoint_every_steps is not part of the compiled step, so runs that differ in it share the compilation cache
   # (and the schedule horizon is test_distributed.py's).
   return [
     sys.executable,
-    "main.py",
+    os.path.join(fakes.REPO, "main.py"),
     "--mode=train",
-    "--config=configs/tiny.py",
+    f"--config={config}",
     f"--workdir={workdir}",
     f"--config.dataset.data_dir={data_dir}",
     f"--config.num_train_steps={STEPS}",
@@ -51,9 +51,10 @@ def _train_cmd(workdir, data_dir, checkpoint_every=2):
   ]
 
 
-def _launch(cmd, log_path, cache):
+def _launch(cmd, log_path, cache, cwd=fakes.REPO):
   log = open(log_path, "w")  # a file, not a pipe: absl logs enough to fill a pipe buffer and block the child
-  proc = subprocess.Popen(cmd, cwd=fakes.REPO, env=fakes.subprocess_env(4, cache), stdout=log, stderr=subprocess.STDOUT)
+  env = dict(fakes.subprocess_env(4, cache), PYTHONPATH=fakes.REPO)
+  proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
   log.close()
   return proc
 
@@ -99,10 +100,33 @@ def _load(workdir, step=None):
 
 @pytest.mark.slow
 def test_sigkill_and_sigterm_then_resume_is_bit_identical_to_uninterrupted_run(tmp_path, data_dir, compile_cache):
-  # Uninterrupted reference (also fills the compilation cache, so the interrupted runs start in seconds).
-  ref_log = tmp_path / "ref.log"
-  _finished(_launch(_train_cmd(tmp_path / "ref", data_dir), ref_log, compile_cache), ref_log, timeout=600)
-  assert _steps(tmp_path / "ref" / "checkpoints")[-1] == STEPS
+  # Uninterrupted reference (also fills the compilation cache, so the interrupted runs start in seconds), in the
+  # README's command shape: run from another folder with a relative --workdir and config file (orbax needs absolute
+  # paths, main.py makes them so), ending with the final evaluation on a test set and its input PSNR.
+  (tmp_path / "relative_cfg.py").write_text(
+    "from configs import tiny\n"
+    "from bdirnet_jax.data_config import dataset_config\n"
+    "def get_config():\n"
+    "  c = tiny.get_config()\n"
+    "  c.eval_datasets = [dataset_config(config='gaussian_k15', split='test', crop_size=0,\n"
+    f"                                   data_dir={str(data_dir)!r})]\n"
+    "  return c\n"
+  )
+  ref, ref_log = tmp_path / "runs" / "ref", tmp_path / "ref.log"
+  cmd = _train_cmd("runs/ref", data_dir, config="relative_cfg.py")
+  _finished(_launch(cmd, ref_log, compile_cache, cwd=tmp_path), ref_log, timeout=600)
+  assert _steps(ref / "checkpoints")[-1] == STEPS
+  text = ref_log.read_text()
+  final = rf"Final evaluation at step {STEPS} on synthetic_blur_test: PSNR [\d.]+ dB \(input [\d.]+\)"
+  assert re.search(final, text), text[-3000:]
+  summary = json.loads((ref / "eval" / "synthetic_blur_test.json").read_text())
+  assert summary["num_images"] == 16
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  records = list(tfds.data_source("synthetic_blur/gaussian_k15", split="test", data_dir=str(data_dir)))
+  psnr, input_psnr = np.mean(fakes.reference_psnrs(ref, records), axis=0)
+  assert summary["psnr"] == pytest.approx(psnr, abs=1e-3)
+  assert summary["input_psnr"] == pytest.approx(input_psnr, abs=1e-3)
 
   work = tmp_path / "work"
   ckpts = work / "checkpoints"
@@ -145,7 +169,7 @@ def test_sigkill_and_sigterm_then_resume_is_bit_identical_to_uninterrupted_run(t
   log = tmp_path / "c.log"
   _finished(_launch(_train_cmd(work, data_dir), log, compile_cache), log)
   assert f"Resuming from {ckpts / str(stopped_at)}" in log.read_text()
-  ref_state, ref_data = _load(tmp_path / "ref")
+  ref_state, ref_data = _load(ref)
   state, data = _load(work)
   assert data == ref_data
   assert int(state["step"]) == STEPS and int(state["nonfinite_steps"]) == 0
@@ -242,50 +266,6 @@ def test_workdir_of_another_preset_fails_clearly_and_nothing_is_overwritten(tmp_
   last = result.stderr.strip().splitlines()[-1]
   assert re.match(r"error: checkpoint \S+/checkpoints/4 does not match the model of this config", last), last
   assert _snapshot(workdir) == before
-
-
-@pytest.mark.slow
-def test_relative_workdir_trains_checkpoints_and_ends_with_test_and_input_psnr(tmp_path, data_dir, compile_cache):
-  """The README's command shape, relative --workdir included: orbax needs absolute paths, main.py makes them so."""
-  config_file = tmp_path / "relative_cfg.py"
-  config_file.write_text(
-    "from configs import tiny\n"
-    "from bdirnet_jax.data_config import dataset_config\n"
-    "def get_config():\n"
-    "  c = tiny.get_config()\n"
-    "  c.num_train_steps = 4\n"
-    "  c.eval_datasets = [dataset_config(config='gaussian_k15', split='test', crop_size=0,\n"
-    f"                                   data_dir={str(data_dir)!r})]\n"
-    "  return c\n"
-  )
-  cmd = [
-    sys.executable,
-    os.path.join(fakes.REPO, "main.py"),
-    f"--config={config_file.name}",
-    "--workdir=runs/relative",
-    f"--config.dataset.data_dir={data_dir}",
-    "--config.checkpoint_every_steps=2",
-    "--config.log_every_steps=2",
-  ]
-  env = fakes.subprocess_env(1, compile_cache)
-  env["PYTHONPATH"] = fakes.REPO
-  proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-  log = proc.stdout + proc.stderr
-  assert proc.returncode == 0, log[-3000:]
-  workdir = tmp_path / "runs" / "relative"
-  assert _steps(workdir / "checkpoints") == [2, 4]
-  assert re.search(r"Final evaluation at step 4 on synthetic_blur_test: PSNR [\d.]+ dB \(input [\d.]+\)", log), log[
-    -3000:
-  ]
-  summary = json.loads((workdir / "eval" / "synthetic_blur_test.json").read_text())
-  assert summary["num_images"] == 16
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-
-  records = list(tfds.data_source("synthetic_blur/gaussian_k15", split="test", data_dir=str(data_dir)))
-  psnr, input_psnr = np.mean(fakes.reference_psnrs(workdir, records), axis=0)
-  assert summary["psnr"] == pytest.approx(psnr, abs=1e-3) and summary["input_psnr"] == pytest.approx(
-    input_psnr, abs=1e-3
-  )
 
 
 def test_missing_config_and_file_workdir_fail_with_one_line(tmp_path):
