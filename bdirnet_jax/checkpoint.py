@@ -247,3 +247,34 @@ def restore_params(workdir: str, use_ema: bool = True, step: int | None = None):
       ),
     )
   return restored[key], step, config
+
+
+def warm_start_params(source: str, abstract_params) -> tuple:
+  """(params, step) to start a new run from: those `restore_params` serves from `source` (a training workdir or a
+  pretrained package; its EMA params when it kept them), placed with the shardings of `abstract_params`.
+
+  Fine-tuning needs the same architecture, so every parameter path and shape must match; the first mismatch is the
+  error, naming `source`. The optimizer moments are not taken: a fine-tune has its own schedule and loss.
+  """
+  if not epath.Path(source).exists():
+    raise config_validation.ConfigError(f"config.init_from={source!r}: no such workdir or pretrained package")
+  try:
+    params, step, _ = restore_params(source, use_ema=True)
+  except FileNotFoundError as e:
+    raise config_validation.ConfigError(f"config.init_from={source!r}: {e}") from None
+  have = {jax.tree_util.keystr(p): np.shape(x) for p, x in jax.tree_util.tree_leaves_with_path(params)}
+  want = {jax.tree_util.keystr(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(abstract_params)}
+  for key in sorted(set(have) | set(want)):
+    if have.get(key) != want.get(key):
+      raise config_validation.ConfigError(
+        f"config.init_from={source!r}: its params do not fit this config's model: {key} is "
+        f"{have.get(key, 'absent')} there and {want.get(key, 'absent')} here (same config.model needed)"
+      )
+  by_key = {jax.tree_util.keystr(p): np.asarray(x, np.float32) for p, x in jax.tree_util.tree_leaves_with_path(params)}
+
+  def place(path, abstract):
+    host = by_key[jax.tree_util.keystr(path)]
+    # From a callback, not device_put: with several processes the sharding spans devices this one cannot address.
+    return jax.make_array_from_callback(host.shape, abstract.sharding, lambda index: host[index])
+
+  return jax.tree_util.tree_map_with_path(place, abstract_params), int(step)

@@ -173,6 +173,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
       _int(config, key, minimum=0)
   if "async_checkpointing" in config:
     _bool(config, "async_checkpointing")
+  if config.get("init_from") is not None:
+    value = config.init_from
+    _check(isinstance(value, str), f"config.init_from must be a path or empty, got {value!r} ({type(value).__name__})")
   _owner_check(bdirnet_lib.compute_dtype, _get(config, "compute_dtype"))
   _owner_check(train_step.check_nan_policy, _get(config, "nan_policy"))
   _owner_check(sharding.resolve_mesh_shape, _get(config, "mesh_shape"))

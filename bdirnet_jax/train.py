@@ -121,6 +121,7 @@ def create_state(config, mesh, rng):
 # dummy input) and the noise the device adds; every other dataset field changes batches, not the program.
 RUN_ONLY_FIELDS = (
   "seed",
+  "init_from",
   "checkpoint_every_steps",
   "log_every_steps",
   "eval_every_steps",
@@ -310,11 +311,16 @@ def _train(config, workdir, train_iterator, preemption, timings) -> TrainState:
   if latest is not None:
     logging.info("Resuming from %s", manager.directory / str(latest))
     state = checkpoint.restore(manager, latest, abstract_state, data)
+  elif config.get("init_from"):  # a fine-tune: params (and the EMA) start from another run's; read before compiling
+    warm, warm_step = checkpoint.warm_start_params(config.init_from, abstract_state.params)
+    logging.info("Starting from the params of %s (its step %d)", config.init_from, warm_step)
   # The first batch is read before anything is compiled, so a dataset that cannot work (missing, images smaller
   # than the crop with small_image_policy='reject') fails in seconds, not after compilation.
   first_batch = next(batches)
   if latest is None:
     state = init(init_rng)
+    if config.get("init_from"):  # Adam's moments start at zero whatever the params, so only these two change
+      state = state.replace(params=warm, ema_params=jax.tree.map(jnp.copy, warm))
   checkpoint.save_config(workdir, config)
 
   step_rng = replicate(step_rng)

@@ -31,6 +31,7 @@ def get_config():
   config.mesh_shape = (-1, 1)  # (data, model)
   config.nan_policy = "stop"  # "stop" or "skip" a step whose loss or gradients are not finite
   config.profile_steps = 0  # >0: profile that many steps after the first log interval (process 0)
+  config.init_from = ""  # fine-tune: a workdir or pretrained package whose params start a new run (same model)
 
   config.model = ml_collections.ConfigDict(
     dict(

@@ -45,6 +45,7 @@ BAD_VALUES = [
   ("num_train_steps", 0, "config.num_train_steps must be >= 1"),
   ("checkpoint_every_steps", 0, "config.checkpoint_every_steps"),
   ("log_every_steps", -1, "config.log_every_steps"),
+  ("init_from", 3, "config.init_from must be a path or empty, got 3 (int)"),
   ("seed", None, "config.seed must be an integer"),
   ("keep_checkpoints", 0, "config.keep_checkpoints"),
   ("profile_steps", -1, "config.profile_steps"),

@@ -18,6 +18,7 @@ from bdirnet_jax import input_pipeline
 from bdirnet_jax import sharding as sharding_lib
 from bdirnet_jax import train
 from bdirnet_jax.data_config import dataset_config
+from bdirnet_jax.train_state import create_train_state
 from bdirnet_jax.train_state import ema_decay
 from bdirnet_jax.train_state import learning_rate_schedule
 from bdirnet_jax.train_step import jit_train_step
@@ -163,6 +164,36 @@ def test_resume_is_bit_identical_to_uninterrupted_run(trained_workdir, tmp_path)
   for name in ("params", "ema_params", "opt_state"):
     for a, b in zip(jax.tree.leaves(getattr(straight, name)), jax.tree.leaves(getattr(resumed, name))):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_init_from_starts_a_new_run_at_another_runs_params(trained_workdir, tmp_path):
+  """A fine-tune (config.init_from) is the run that starts from the source's EMA params with a fresh optimizer:
+  after 2 steps it equals those 2 steps taken by hand from that state. Same compiled step as trained_workdir's."""
+  ema = jax.device_get(checkpoint.restore_params(str(trained_workdir))[0])  # host copies: the step donates its state
+  config = trained_workdir_config()
+  config.optim.schedule_steps = 4
+  config.num_train_steps = 2
+  config.init_from = str(trained_workdir)
+  data = PairIterator(config.batch_size, config.dataset.crop_size)
+  tuned = train.train_and_evaluate(config, tmp_path / "tuned", data)
+  tx = _step_setup(config, jax.devices())[4]
+  start = create_train_state(ema, tx)
+  by_hand, _ = _run_steps(config, jax.devices(), 2, state=start)
+  assert int(tuned.step) == 2
+  for name in ("params", "ema_params", "opt_state"):
+    for a, b in zip(jax.tree.leaves(getattr(by_hand, name)), jax.tree.leaves(getattr(tuned, name))):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  moved = [np.abs(a - b).max() for a, b in zip(jax.tree.leaves(ema), jax.tree.leaves(tuned.params))]
+  assert max(moved) > 1e-4  # it trained, from there
+
+  # Another architecture or a missing source fails before compiling, naming the source.
+  config.model.preset = "small"
+  with pytest.raises(config_validation.ConfigError, match="init_from=.* do not fit this config's model"):
+    train.train_and_evaluate(config, tmp_path / "other", PairIterator(config.batch_size, config.dataset.crop_size))
+  config.model.preset = "tiny"
+  config.init_from = str(tmp_path / "absent")
+  with pytest.raises(config_validation.ConfigError, match="no such workdir or pretrained package"):
+    train.train_and_evaluate(config, tmp_path / "other2", PairIterator(config.batch_size, config.dataset.crop_size))
 
 
 def test_workdir_of_another_preset_is_refused(trained_workdir, tmp_path):
