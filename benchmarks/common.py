@@ -1,6 +1,7 @@
 """What every benchmark script shares: flags that parse from the command line or from a list (tests)."""
 
 import json
+import os
 import sys
 from collections.abc import Callable
 
@@ -19,6 +20,13 @@ def parse(define: Callable[[flags.FlagValues], None], argv: list[str] | None) ->
   define(values)
   values([sys.argv[0], *argv])
   return values
+
+
+def force_host_device_count(count: int) -> None:
+  """`count` (> 0) fake CPU devices, for sharded runs on a host without accelerators; must precede importing jax."""
+  if count:
+    flag = f"--xla_force_host_platform_device_count={count}"
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
 
 
 def emit(row: dict) -> dict:

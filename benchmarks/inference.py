@@ -129,10 +129,7 @@ def main(argv=None):
     _table(rows)
     return rows
 
-  if args.device_count:
-    os.environ["XLA_FLAGS"] = (
-      os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={args.device_count}"
-    ).strip()
+  common.force_host_device_count(args.device_count)
   # pylint: disable=g-import-not-at-top
   import jax
   import jax.numpy as jnp

@@ -94,10 +94,7 @@ def device_events(trace: dict) -> list[dict]:
 
 def main(argv=None):
   fv = common.parse(define_flags, argv)
-  if fv.device_count:
-    os.environ["XLA_FLAGS"] = (
-      os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={fv.device_count}"
-    ).strip()
+  common.force_host_device_count(fv.device_count)
   import jax  # pylint: disable=g-import-not-at-top
 
   config = train_step.apply_overrides(train_step.load_config(fv.config), fv)

@@ -117,10 +117,7 @@ def build(config):
 
 def main(argv=None):
   fv = common.parse(define_flags, argv)
-  if fv.device_count:
-    os.environ["XLA_FLAGS"] = (
-      os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={fv.device_count}"
-    ).strip()
+  common.force_host_device_count(fv.device_count)
   # pylint: disable=g-import-not-at-top
   import jax
   import numpy as np
