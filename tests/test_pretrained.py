@@ -100,3 +100,11 @@ def test_validation_and_card_tables(trained_workdir, tmp_path):
   assert "| linear | 3 |" in (tmp_path / "card_step4.md").read_text()
   with pytest.raises(SystemExit, match="exists"):
     card_table.write(str(tmp_path), "card_step4", {}, "")
+
+
+def test_gain_by_input_bins_crops_by_their_input_psnr():
+  sys.path.insert(0, str(ROOT / "studies" / "pretrained"))
+  import gain_by_input  # pylint: disable=g-import-not-at-top
+
+  assert gain_by_input._bins([12.0, 24.99, 25.0, 29.9, 30.0, 34.99, 35.0, 41.0]).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+  assert [gain_by_input._label(b) for b in range(4)] == ["< 25 dB", "25-30 dB", "30-35 dB", ">= 35 dB"]
