@@ -250,6 +250,8 @@ def _prepare_runs(configs, workdirs, stack_dir):
     raise config_validation.ConfigError(f"stacked runs need distinct workdirs, got {list(workdirs)}")
   if jax.process_count() > 1:
     raise config_validation.ConfigError("stacked training runs in one process")
+  if any(c.get("init_from") for c in configs):  # its init is the stacked seeds' fresh params
+    raise config_validation.ConfigError("stacked training starts from fresh params; train a config.init_from run alone")
   for config, workdir in zip(configs, workdirs):
     try:
       config_validation.validate(config)

@@ -234,6 +234,9 @@ def test_a_run_trained_alone_part_of_the_way_is_not_stacked(trained_workdir, tmp
   with pytest.raises(config_validation.ConfigError, match="checkpoint of step 4 that .* did not write"):
     stacked_train.train_stacked(configs, [workdir, tmp_path / "new"], tmp_path / "stack")
   assert not (tmp_path / "stack" / "checkpoints").exists()
+  configs[1].init_from = str(trained_workdir)  # a fine-tune is trained alone
+  with pytest.raises(config_validation.ConfigError, match="stacked training starts from fresh params"):
+    stacked_train.train_stacked(configs, [tmp_path / "a", tmp_path / "b"], tmp_path / "stack")
 
 
 def test_study_groups_unstarted_runs_of_one_program(tmp_path, monkeypatch):
