@@ -1,6 +1,7 @@
 """Pretrained packages: written from a workdir, restored by evaluate/predict/export, guarded by their sha256."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -82,9 +83,16 @@ def test_validation_and_card_tables(trained_workdir, tmp_path):
   import validate  # pylint: disable=g-import-not-at-top
 
   from bdirnet_jax.study import testsets  # pylint: disable=g-import-not-at-top
+  from tfds_builders.synthetic_blur import synthetic_blur_dataset_builder as sb  # pylint: disable=g-import-not-at-top
 
   ((pid, photo),) = validate.validation_photos()
   assert photo.ndim == 3 and pid not in {i for i, _ in testsets.test_photos()}
+  project = {os.path.basename(rel) for _, rel in sb.PACKAGED_PHOTOS}  # every split's photos
+  wide = validate.validation_photos(sorted(validate.PHOTOS))
+  for name, image in wide:
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 and min(image.shape[:2]) >= 128
+    assert os.path.basename(validate.PHOTOS[name][1]) not in project, name
+  assert dict(wide)[pid].tobytes() == photo.tobytes()
   sets, params = card_table.build_sets(str(trained_workdir), [(pid, photo)], 3, 32, 9, 0.01)
   assert [ts.family for ts in sets] == list(card_table.FAMILIES) and params == {"kernel_size": 9, "noise_sigma": 0.01}
   step, scores = card_table.score_sets(str(trained_workdir), None, sets)

@@ -42,8 +42,9 @@ def main(argv):
   for item in FLAGS.workdirs:
     path, _, step = item.partition("@")
     models.append((item, path, int(step) if step else None))
+  photos = validate.validation_photos(FLAGS.photos)
   sets, params = card_table.build_sets(
-    models[0][1], validate.validation_photos(), FLAGS.variants, FLAGS.max_side, FLAGS.kernel_size, FLAGS.noise_sigma
+    models[0][1], photos, FLAGS.variants, FLAGS.max_side, FLAGS.kernel_size, FLAGS.noise_sigma
   )
   inputs, gains = None, {}
   for name, path, step in models:
@@ -61,7 +62,7 @@ def main(argv):
         {"input_psnr": _label(b), "crops": int(mask.sum()), **{n: float(g[mask].mean()) for n, g in gains.items()}}
       )
   lines = [
-    f"Gain (dB) by input PSNR, validation photo ({validate.PHOTO_ID}.jpg), {FLAGS.variants} seeded "
+    f"Gain (dB) by input PSNR, validation photos ({', '.join(n for n, _ in photos)}), {FLAGS.variants} seeded "
     f"{FLAGS.max_side}x{FLAGS.max_side} crops x {len(sets)} families, kernels {params['kernel_size']}x"
     f"{params['kernel_size']}, noise sigma {params['noise_sigma']}",
     "",
@@ -83,12 +84,14 @@ def main(argv):
       "gain_db": {n: g.tolist() for n, g in gains.items()},
       "seconds": round(time.time() - t0, 1),
     }
-    card_table.write(FLAGS.output, "gain_by_input", payload, md)
+    tag = "" if FLAGS.photos == [validate.PHOTO_ID] else "_" + "+".join(FLAGS.photos)
+    card_table.write(FLAGS.output, f"gain_by_input{tag}", payload, md)
 
 
 if __name__ == "__main__":
   flags.DEFINE_list("workdirs", None, "Workdirs or packages, each optionally @STEP.", required=True)
   flags.DEFINE_string("output", None, "Folder for gain_by_input.json/.md (created; files never overwritten).")
+  flags.DEFINE_list("photos", [validate.PHOTO_ID], f"Validation photos, from {sorted(validate.PHOTOS)}.")
   flags.DEFINE_integer("variants", 24, "Seeded crops of the photo per family.")
   flags.DEFINE_integer("max_side", 128, "Crop side in pixels.")
   flags.DEFINE_integer("kernel_size", None, "Kernel size (default: the first model's config.dataset.kernel_size).")

@@ -2,12 +2,16 @@
 test split, picks the step to ship.
 
   python studies/pretrained/validate.py --workdir=W [--step=N] [--output=studies/pretrained/validation]
+      [--photos=grace_hopper,camera,coins,grass]
 
 The photo is matplotlib's sample `grace_hopper.jpg` (Navy photo, public domain), which no `synthetic_blur` split
-contains. Seeded crops of it are blurred with every family as the card's test sets are (same builder, same
-seeds scheme; kernel size and noise of the run's config unless given) and scored as input, network and Wiener with
-the true kernel. Prints the table and the mean gain; with --output writes validation_step<N>.json/.md (never
-overwriting).
+contains. `--photos` takes other packaged photos that no split contains, all grayscale (given to the network as
+equal RGB channels): scikit-image's `camera.png` (CC0, Lav Varshney), `coins.png` (no known copyright
+restrictions) and `grass.png` (a CC0 texture from cc0textures.com): detailed content, as the test photos have.
+Seeded crops of each photo are blurred with every family as the card's test sets are (same builder, same seeds
+scheme; kernel size and noise of the run's config unless given) and scored as input, network and Wiener with the
+true kernel. Prints the table and the mean gain; with --output writes validation[_PHOTOS]_step<N>.json/.md (never
+overwriting; the suffix names the photos when they are not grace_hopper alone).
 """
 
 import os
@@ -23,30 +27,48 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import card_table  # noqa: E402
 
 PHOTO_ID = "grace_hopper"
+# name -> (package, path inside it); none is a synthetic_blur photo (tests/test_pretrained.py checks).
+PHOTOS = {
+  PHOTO_ID: ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+  "camera": ("skimage", "data/camera.png"),
+  "coins": ("skimage", "data/coins.png"),
+  "grass": ("skimage", "data/grass.png"),
+}
 
 
-def validation_photos() -> list[tuple[str, np.ndarray]]:
-  import matplotlib.cbook  # pylint: disable=g-import-not-at-top
+def validation_photos(names=(PHOTO_ID,)) -> list[tuple[str, np.ndarray]]:
+  """[(name, uint8 HxWx3)] of the named validation photos; grayscale ones as three equal channels."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+
   from PIL import Image  # pylint: disable=g-import-not-at-top
 
-  with Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")) as img:
-    return [(PHOTO_ID, np.asarray(img.convert("RGB")))]
+  out = []
+  for name in names:
+    if name not in PHOTOS:
+      raise SystemExit(f"error: unknown validation photo {name!r}; choose from {sorted(PHOTOS)}")
+    pkg, rel = PHOTOS[name]
+    path = os.path.join(os.path.dirname(importlib.util.find_spec(pkg).origin), rel)
+    with Image.open(path) as img:
+      out.append((name, np.asarray(img.convert("RGB"))))
+  return out
 
 
 def main(argv):
   del argv
   FLAGS = flags.FLAGS
   t0 = time.time()
+  photos = validation_photos(FLAGS.photos)
   sets, params = card_table.build_sets(
-    FLAGS.workdir, validation_photos(), FLAGS.variants, FLAGS.max_side, FLAGS.kernel_size, FLAGS.noise_sigma
+    FLAGS.workdir, photos, FLAGS.variants, FLAGS.max_side, FLAGS.kernel_size, FLAGS.noise_sigma
   )
   step, scores = card_table.score_sets(FLAGS.workdir, FLAGS.step, sets)
   rows = card_table.rows_of(sets, scores)
   families = [r for r in rows if r["set"] in card_table.FAMILIES]
   mean_gain = float(np.mean([r["gain_db"] for r in families]))
   worst = min(families, key=lambda r: r["gain_db"])
+  names = ", ".join(name for name, _ in photos)
   title = (
-    f"validation ({PHOTO_ID}.jpg, outside the project), {FLAGS.variants} seeded {FLAGS.max_side}x{FLAGS.max_side} "
+    f"validation ({names}, outside the project), {FLAGS.variants} seeded {FLAGS.max_side}x{FLAGS.max_side} "
     f"crops, kernels {params['kernel_size']}x{params['kernel_size']}, noise sigma {params['noise_sigma']}; step "
     f"{step}: mean gain over the 4 families {mean_gain:+.2f} dB, worst {worst['set']} {worst['gain_db']:+.2f} dB"
   )
@@ -55,7 +77,8 @@ def main(argv):
   if FLAGS.output:
     payload = {
       "workdir": os.path.basename(os.path.normpath(FLAGS.workdir)),
-      "photo": f"matplotlib sample_data/{PHOTO_ID}.jpg",
+      "photo": f"matplotlib sample_data/{PHOTO_ID}.jpg" if FLAGS.photos == [PHOTO_ID] else None,
+      "photos": {name: "/".join(PHOTOS[name]) for name, _ in photos},
       "step": step,
       "variants": FLAGS.variants,
       "max_side": FLAGS.max_side,
@@ -65,9 +88,11 @@ def main(argv):
       "fingerprints": {ts.label: ts.fingerprint for ts in sets},
       "seconds": round(time.time() - t0, 1),
     }
-    card_table.write(FLAGS.output, f"validation_step{step}", payload, md)
+    tag = "" if FLAGS.photos == [PHOTO_ID] else "_" + "+".join(FLAGS.photos)
+    card_table.write(FLAGS.output, f"validation{tag}_step{step}", payload, md)
 
 
 if __name__ == "__main__":
   card_table.define_flags(default_variants=8, default_side=128)
+  flags.DEFINE_list("photos", [PHOTO_ID], f"Validation photos, from {sorted(PHOTOS)}.")
   app.run(main)
