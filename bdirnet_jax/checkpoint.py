@@ -262,7 +262,8 @@ def warm_start_params(source: str, abstract_params) -> tuple:
     params, step, _ = restore_params(source, use_ema=True)
   except FileNotFoundError as e:
     raise config_validation.ConfigError(f"config.init_from={source!r}: {e}") from None
-  have = {jax.tree_util.keystr(p): np.shape(x) for p, x in jax.tree_util.tree_leaves_with_path(params)}
+  by_key = {jax.tree_util.keystr(p): np.asarray(x, np.float32) for p, x in jax.tree_util.tree_leaves_with_path(params)}
+  have = {key: x.shape for key, x in by_key.items()}
   want = {jax.tree_util.keystr(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(abstract_params)}
   for key in sorted(set(have) | set(want)):
     if have.get(key) != want.get(key):
@@ -270,7 +271,6 @@ def warm_start_params(source: str, abstract_params) -> tuple:
         f"config.init_from={source!r}: its params do not fit this config's model: {key} is "
         f"{have.get(key, 'absent')} there and {want.get(key, 'absent')} here (same config.model needed)"
       )
-  by_key = {jax.tree_util.keystr(p): np.asarray(x, np.float32) for p, x in jax.tree_util.tree_leaves_with_path(params)}
 
   def place(path, abstract):
     host = by_key[jax.tree_util.keystr(path)]

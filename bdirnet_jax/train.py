@@ -308,6 +308,7 @@ def _train(config, workdir, train_iterator, preemption, timings) -> TrainState:
 
   manager = checkpoint.create_manager(workdir, config)
   latest = manager.latest_step()
+  warm = None
   if latest is not None:
     logging.info("Resuming from %s", manager.directory / str(latest))
     state = checkpoint.restore(manager, latest, abstract_state, data)
@@ -319,7 +320,7 @@ def _train(config, workdir, train_iterator, preemption, timings) -> TrainState:
   first_batch = next(batches)
   if latest is None:
     state = init(init_rng)
-    if config.get("init_from"):  # Adam's moments start at zero whatever the params, so only these two change
+    if warm is not None:  # Adam's moments start at zero whatever the params, so only these two change
       state = state.replace(params=warm, ema_params=jax.tree.map(jnp.copy, warm))
   checkpoint.save_config(workdir, config)
 
