@@ -41,8 +41,8 @@ def define_flags(default_variants: int, default_side: int):
   flags.DEFINE_float("noise_sigma", None, "Gaussian noise sigma (default: the run's config.dataset.noise_sigma).")
 
 
-def score_sets(workdir: str, step: int | None, sets) -> tuple[int, dict]:
-  """(step, {family: {method: [(psnr, ssim) per image]}}) of the network and the baselines on `sets`."""
+def score_sets(workdir: str, step: int | None, sets, baselines=("input", "wiener_oracle")) -> tuple[int, dict]:
+  """(step, {family: {method: [(psnr, ssim) per image]}}) of the network and the `baselines` on `sets`."""
   import jax  # pylint: disable=g-import-not-at-top
 
   from bdirnet_jax import classical  # pylint: disable=g-import-not-at-top
@@ -59,7 +59,7 @@ def score_sets(workdir: str, step: int | None, sets) -> tuple[int, dict]:
       x, hw = inference.pad_to_multiple(blurry[None].astype(np.float32) / 255.0, m)
       outputs.append(np.asarray(inference.crop(fn(restored.params, x), hw))[0])
     per = {"network": testsets.set_scores(outputs, ts)}
-    for method in ("input", "wiener_oracle"):
+    for method in baselines:
       per[method] = [
         classical.score(method, b, s, k, noise_sigma=ts.noise_sigma) for b, s, k in zip(ts.blurry, ts.sharp, ts.kernels)
       ]

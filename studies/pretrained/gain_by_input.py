@@ -48,8 +48,9 @@ def main(argv):
   )
   inputs, gains = None, {}
   for name, path, step in models:
-    _, scores = card_table.score_sets(path, step, sets)
-    if inputs is None:  # the same crops for every model
+    # The same crops for every model: the input is scored once, with the first.
+    _, scores = card_table.score_sets(path, step, sets, baselines=("input",) if inputs is None else ())
+    if inputs is None:
       inputs = np.concatenate([[p for p, _ in scores[ts.label]["input"]] for ts in sets])
     net = np.concatenate([[p for p, _ in scores[ts.label]["network"]] for ts in sets])
     gains[name] = net - inputs
@@ -84,8 +85,7 @@ def main(argv):
       "gain_db": {n: g.tolist() for n, g in gains.items()},
       "seconds": round(time.time() - t0, 1),
     }
-    tag = "" if FLAGS.photos == [validate.PHOTO_ID] else "_" + "+".join(FLAGS.photos)
-    card_table.write(FLAGS.output, f"gain_by_input{tag}", payload, md)
+    card_table.write(FLAGS.output, f"gain_by_input{validate.photos_tag(FLAGS.photos)}", payload, md)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,11 @@ def validation_photos(names=(PHOTO_ID,)) -> list[tuple[str, np.ndarray]]:
   return out
 
 
+def photos_tag(names) -> str:
+  """The suffix of a record's file name: empty for grace_hopper alone (the first records' names), else the photos."""
+  return "" if list(names) == [PHOTO_ID] else "_" + "+".join(names)
+
+
 def main(argv):
   del argv
   FLAGS = flags.FLAGS
@@ -88,8 +93,7 @@ def main(argv):
       "fingerprints": {ts.label: ts.fingerprint for ts in sets},
       "seconds": round(time.time() - t0, 1),
     }
-    tag = "" if FLAGS.photos == [PHOTO_ID] else "_" + "+".join(FLAGS.photos)
-    card_table.write(FLAGS.output, f"validation{tag}_step{step}", payload, md)
+    card_table.write(FLAGS.output, f"validation{photos_tag(FLAGS.photos)}_step{step}", payload, md)
 
 
 if __name__ == "__main__":
