@@ -25,6 +25,7 @@ def dataset_config(name="synthetic_blur", config="mixed", split="train", **overr
       blur_family="mixed",
       kernel_size=31,
       trajectory_exposures=placeholder(tuple),  # exposure fractions of trajectory kernels; None = blur's default
+      scale_range=placeholder(tuple),  # (lo, hi): sharp crops rescaled by a log-uniform factor (on-the-fly blur)
       noise_sigma=0.01,
       num_workers=0,  # grain worker processes (0: in the main process)
       num_threads=2,  # grain read threads per process

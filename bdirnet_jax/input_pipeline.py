@@ -179,11 +179,55 @@ def check_dataset(ds_cfg) -> None:
     blur.check_families([ds_cfg.get("blur_family", blur.MIXED)], "config.dataset.blur_family")
     if ds_cfg.get("trajectory_exposures") is not None:
       blur.check_exposures(ds_cfg.trajectory_exposures, "config.dataset.trajectory_exposures")
+  scale_range(ds_cfg)
+
+
+def scale_range(ds_cfg) -> tuple[float, float] | None:
+  """config.dataset.scale_range checked: None (or () or (None,): off), or (lo, hi) with 0 < lo <= hi, on a sharp-only
+  source.
+
+  Rescaling a photo changes how soft its content is without blurring it. A blind deblurrer that has only seen
+  photos at their native scale learns "soft content = blurred" and over-sharpens photos whose content is soft by
+  nature (high-resolution or upsampled photos, microscopy) when their blur is mild. A pre-blurred pair cannot be
+  rescaled without rescaling its blur and noise too, so the rescale needs the blur synthesised after it."""
+  value = ds_cfg.get("scale_range")
+  if value is None or tuple(value) in ((), (None,)):  # (None,): what `--config.dataset.scale_range=None` parses to
+    return None
+  try:
+    lo, hi = (float(v) for v in value)
+  except (TypeError, ValueError):
+    raise ValueError(f"config.dataset.scale_range must be None or (lo, hi), got {value!r}") from None
+  if not 0 < lo <= hi:
+    raise ValueError(f"config.dataset.scale_range must satisfy 0 < lo <= hi, got {value!r}")
+  if not ds_cfg.get("on_the_fly_blur", False):
+    raise ValueError(
+      "config.dataset.scale_range needs on_the_fly_blur=True: a pre-blurred pair cannot be rescaled without "
+      f"rescaling its blur, got scale_range={value!r}"
+    )
+  return lo, hi
+
+
+def _rescaled_crop(image: np.ndarray, crop: int, scale: float, rng: np.random.Generator) -> np.ndarray:
+  """A crop x crop window of `image` resized by `scale` (> 1 magnifies: softer content; < 1 shrinks, antialiased).
+
+  The source window is crop / scale pixels, clamped to the image, so the realised scale can be nearer 1 than asked
+  on a small photo."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  h, w = image.shape[:2]
+  side = int(min(h, w, max(1, round(crop / scale))))
+  top = int(rng.integers(0, h - side + 1))
+  left = int(rng.integers(0, w - side + 1))
+  window = image[top : top + side, left : left + side]
+  if side == crop:
+    return window
+  return np.asarray(Image.fromarray(np.ascontiguousarray(window)).resize((crop, crop), Image.BICUBIC))
 
 
 class TrainTransform:
   """Aligned random crop (+ flips / 90-degree rotations) of blurry and sharp, plus a blur kernel
-  when the device synthesises the blur. All randomness comes from grain's per-index RNG."""
+  when the device synthesises the blur (then optionally a rescaled crop: `scale_range`). All randomness comes from
+  grain's per-index RNG."""
 
   def __init__(self, ds_cfg):
     check_dataset(ds_cfg)
@@ -195,6 +239,7 @@ class TrainTransform:
     self.kernel_size = int(ds_cfg.get("kernel_size", 31))
     exposures = ds_cfg.get("trajectory_exposures")
     self.exposures = blur.check_exposures(exposures) if self.on_the_fly and exposures is not None else None
+    self.scale_range = scale_range(ds_cfg)
     if self.on_the_fly:  # a kernel size that cannot work fails here, not inside a worker
       blur.sample_kernel(np.random.default_rng(0), self.family, self.kernel_size, trajectory_exposures=self.exposures)
 
@@ -218,10 +263,15 @@ class TrainTransform:
       raise ValueError(f"record {iid!r}: blurry/sharp sizes differ: {shapes}")
     images = _fit_to_crop(images, self.crop, self.policy, iid)
 
-    h, w = next(iter(images.values())).shape[:2]
-    top = int(rng.integers(0, h - self.crop + 1))
-    left = int(rng.integers(0, w - self.crop + 1))
-    images = {k: v[top : top + self.crop, left : left + self.crop] for k, v in images.items()}
+    if self.scale_range is not None:  # sharp only (scale_range needs on_the_fly_blur)
+      lo, hi = self.scale_range
+      scale = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+      images = {"sharp": _rescaled_crop(images["sharp"], self.crop, scale, rng)}
+    else:
+      h, w = next(iter(images.values())).shape[:2]
+      top = int(rng.integers(0, h - self.crop + 1))
+      left = int(rng.integers(0, w - self.crop + 1))
+      images = {k: v[top : top + self.crop, left : left + self.crop] for k, v in images.items()}
     if self.augment:
       flip_v, flip_h, rot = (int(r) for r in rng.integers(0, (2, 2, 4)))
       for k, v in images.items():

@@ -243,6 +243,67 @@ def test_on_the_fly_config_errors():
     next(train_iter(make_config(on_the_fly_blur=False), make_source(sharp_only=True)))
 
 
+def _windows_resized(img, side, crop):
+  """Every side x side window of img, resized to crop x crop as the pipeline does (PIL bicubic)."""
+  from PIL import Image
+
+  h, w = img.shape[:2]
+  return [
+    np.asarray(Image.fromarray(img[y : y + side, x : x + side]).resize((crop, crop), Image.BICUBIC))
+    for y in range(h - side + 1)
+    for x in range(w - side + 1)
+  ]
+
+
+@pytest.mark.parametrize("scale,side", [(2.0, 8), (0.5, 32)])
+def test_scale_range_crops_a_rescaled_window(scale, side):
+  img = np.random.default_rng(1).integers(0, 256, (40, 44, 3), dtype=np.uint8)
+  src = ListSource([{"sharp": img, "image_id": "x"}])
+  cfg = make_config(crop_size=16, augment=False, on_the_fly_blur=True, kernel_size=5, scale_range=(scale, scale))
+  candidates = _windows_resized(img, side, 16)
+  for b in take(train_iter(cfg, src), 2):
+    assert set(b) == {"sharp", "kernel"} and b["sharp"].shape == (4, 16, 16, 3) and b["sharp"].dtype == np.uint8
+    for crop in b["sharp"]:
+      assert sum(np.array_equal(c, crop) for c in candidates) >= 1
+  # On a photo-like (smooth) image, magnified crops are smoother than native ones and shrunk ones rougher: what
+  # the augmentation is for. A 12 px period stays below Nyquist when shrunk by 2.
+  yy, xx = np.mgrid[:40, :44]
+  wave = np.repeat((127.5 + 100 * np.sin(2 * np.pi * (xx + yy) / 12))[..., None], 3, -1).astype(np.uint8)
+  src = ListSource([{"sharp": wave, "image_id": "w"}])
+  native = take(train_iter(make_config(crop_size=16, augment=False, on_the_fly_blur=True, kernel_size=5), src), 2)
+  rough = lambda bs: np.mean([np.abs(np.diff(b["sharp"].astype(float), axis=1)).mean() for b in bs])  # noqa: E731
+  assert (rough(take(train_iter(cfg, src), 2)) < rough(native)) == (scale > 1)
+
+
+def test_scale_range_draws_log_uniform_factors_and_clamps_to_the_photo():
+  img = np.random.default_rng(2).integers(0, 256, (40, 44, 3), dtype=np.uint8)
+  rng = np.random.default_rng(0)
+  # A factor whose window would exceed the photo takes the whole short side (40 px), resized to the crop.
+  crop = ip._rescaled_crop(img, 16, 0.1, rng)
+  assert any(np.array_equal(c, crop) for c in _windows_resized(img, 40, 16))
+  same = ip._rescaled_crop(img, 16, 1.0, rng)  # scale 1: a plain window, not resampled
+  assert any(np.array_equal(img[y : y + 16, x : x + 16], same) for y in range(25) for x in range(29))
+  src = ListSource([{"sharp": img, "image_id": "x"}])
+  cfg = make_config(crop_size=16, on_the_fly_blur=True, kernel_size=5, scale_range=(0.5, 2.0))
+  a, b = take(train_iter(cfg, src), 2), take(train_iter(cfg, src), 2)
+  assert batches_equal(a, b)  # seeded like every other draw
+  cfg.seed = 1
+  assert not batches_equal(a, take(train_iter(cfg, src), 2))
+
+
+def test_scale_range_errors_name_the_key():
+  src = make_source(sharp_only=True)
+  for bad in ((2.0, 1.0), (0.0, 1.0), ("a", 1.0), (1.0,), (None, 2.0)):
+    with pytest.raises(ValueError, match="config.dataset.scale_range"):
+      train_iter(make_config(on_the_fly_blur=True, scale_range=bad), src)
+  with pytest.raises(ValueError, match="config.dataset.scale_range needs on_the_fly_blur"):
+    train_iter(make_config(scale_range=(0.5, 2.0)), make_source())
+  # () and (None,) (what --config.dataset.scale_range=None parses to) mean off, as None does.
+  ref = take(train_iter(make_config(on_the_fly_blur=True), src), 2)
+  for off in ((), (None,)):
+    assert batches_equal(ref, take(train_iter(make_config(on_the_fly_blur=True, scale_range=off), src), 2))
+
+
 @pytest.mark.slow
 def test_worker_processes_give_the_same_batches_and_restore():
   # Spawns 2 worker processes (a few seconds): the contract is that results do not depend on
