@@ -110,6 +110,25 @@ def test_validation_and_card_tables(trained_workdir, tmp_path):
     card_table.write(str(tmp_path), "card_step4", {}, "")
 
 
+def test_validation_photos_rescale_and_name_their_records():
+  """--rescale resizes every photo (softer content when magnified) and the record's name says so."""
+  sys.path.insert(0, str(ROOT / "studies" / "pretrained"))
+  import validate  # pylint: disable=g-import-not-at-top
+
+  photos = validate.validation_photos(["ihc", "camera"])
+  big, small = validate.rescaled(photos, 2.0), validate.rescaled(photos, 0.5)
+  for (name, p), (_, b), (_, s) in zip(photos, big, small):
+    h, w = p.shape[:2]
+    assert b.shape == (2 * h, 2 * w, 3) and s.shape == (round(h / 2), round(w / 2), 3) and b.dtype == np.uint8
+    rough = lambda x: np.abs(np.diff(x.astype(float), axis=1)).mean()  # noqa: E731
+    assert rough(b) < rough(p) < rough(s), name
+  assert validate.rescaled(photos, 1.0)[0][1] is photos[0][1]
+  with pytest.raises(SystemExit, match="--rescale"):
+    validate.rescaled(photos, 0.0)
+  assert validate.photos_tag(["grace_hopper"]) == "" and validate.photos_tag(["grace_hopper"], 2.0) == "_x2"
+  assert validate.photos_tag(["ihc", "retina"], 0.5) == "_ihc+retina_x0.5"
+
+
 def test_gain_by_input_bins_crops_by_their_input_psnr():
   sys.path.insert(0, str(ROOT / "studies" / "pretrained"))
   import gain_by_input  # pylint: disable=g-import-not-at-top
