@@ -129,6 +129,22 @@ def test_validation_photos_rescale_and_name_their_records():
   assert validate.photos_tag(["ihc", "retina"], 0.5) == "_ihc+retina_x0.5"
 
 
+def test_sharpness_energy_falls_with_blur_and_rises_with_sharpening():
+  """sharpness.py's Laplacian energy: what tells over-sharpening (ratio > 1) from blur (< 1)."""
+  from scipy import ndimage
+
+  sys.path.insert(0, str(ROOT / "studies" / "pretrained" / "scale"))
+  import sharpness  # pylint: disable=g-import-not-at-top
+
+  img = skimage.data.astronaut()[:128, :128]
+  x = img.astype(np.float64) / 255.0
+  soft = ndimage.gaussian_filter(x, (1.5, 1.5, 0))
+  sharpened = np.clip(x + 1.5 * (x - soft), 0, 1)
+  e = sharpness.laplacian_energy
+  assert e(soft) < e(x) < e(sharpened)
+  assert e(img) == pytest.approx(e(x))  # uint8 is read as [0, 255]
+
+
 def test_gain_by_input_bins_crops_by_their_input_psnr():
   sys.path.insert(0, str(ROOT / "studies" / "pretrained"))
   import gain_by_input  # pylint: disable=g-import-not-at-top

@@ -25,14 +25,16 @@ sys.path.insert(0, os.path.dirname(HERE))
 import card_table  # noqa: E402
 import validate  # noqa: E402
 
-flags.DEFINE_string("workdir", None, "Training workdir or pretrained package.", required=True)
-flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
-flags.DEFINE_list("photos", ["ihc", "retina"], f"Validation photos, from {sorted(validate.PHOTOS)}.")
-flags.DEFINE_string("family", "trajectory", f"Blur family, one of {card_table.FAMILIES}.")
-flags.DEFINE_float("rescale", 1.0, "Resize the photos by this factor first (validate.py --rescale).")
-flags.DEFINE_integer("variants", 8, "Seeded crops per photo.")
-flags.DEFINE_integer("max_side", 192, "Crop side in pixels.")
-flags.DEFINE_string("output", None, "Folder for the JSON (created; never overwritten).")
+
+def define_flags():
+  flags.DEFINE_string("workdir", None, "Training workdir or pretrained package.", required=True)
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+  flags.DEFINE_list("photos", ["ihc", "retina"], f"Validation photos, from {sorted(validate.PHOTOS)}.")
+  flags.DEFINE_string("family", "trajectory", f"Blur family, one of {card_table.FAMILIES}.")
+  flags.DEFINE_float("rescale", 1.0, "Resize the photos by this factor first (validate.py --rescale).")
+  flags.DEFINE_integer("variants", 8, "Seeded crops per photo.")
+  flags.DEFINE_integer("max_side", 192, "Crop side in pixels.")
+  flags.DEFINE_string("output", None, "Folder for the JSON (created; never overwritten).")
 
 
 def laplacian_energy(image: np.ndarray) -> float:
@@ -98,4 +100,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
