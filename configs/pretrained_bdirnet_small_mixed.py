@@ -1,4 +1,4 @@
-"""Recipe of the shipped model `pretrained/bdirnet-small-mixed/`: BDIRNet-small trained on every synthetic blur
+"""First schedule of the shipped model `pretrained/bdirnet-small-mixed/`: BDIRNet-small trained on every synthetic blur
 family at once, with noise, so that it deblurs the camera-shake and motion blur of real photos, not only Gaussian.
 
   python main.py --config=configs/pretrained_bdirnet_small_mixed.py --workdir=workdirs/pretrained-bdirnet-small-mixed

@@ -1,6 +1,7 @@
 """Fine-tune of BDIRNet-small-mixed's first schedule (step 12000, the run kept in `studies/pretrained/run/`) with the
 PSNR loss: a short second schedule that starts from its EMA params (`init_from`), same photos, blurs and noise.
-The shipped `pretrained/bdirnet-small-mixed` is this fine-tune's last step (its MODEL_CARD.md).
+Its step 1500 was shipped as `pretrained/bdirnet-small-mixed` until the scale-augmentation fine-tune that starts
+from it (`configs/pretrained_bdirnet_small_mixed_scale.py`); it is kept in `studies/pretrained/finetune/psnr/package/`.
 
   python main.py --config=configs/pretrained_bdirnet_small_mixed_finetune.py --workdir=workdirs/finetune-psnr
   # the control: the same schedule with the recipe's own loss
@@ -32,7 +33,7 @@ def get_config():
   config.optim.warmup_steps = 50
   config.loss.reconstruction = "psnr"
   config.loss.rec_weight = 0.003
-  # eval_datasets stay the recipe's test sets, which the shipped package's --mode=evaluate scores. The two runs in
+  # eval_datasets stay the recipe's test sets, which the package's --mode=evaluate scores. The two runs in
   # studies/pretrained/finetune/ had none (--config.eval_datasets was [] then), so that the test split was scored
   # only once, after the step was picked on the validation photo.
   return config
