@@ -41,24 +41,33 @@ def define_flags(default_variants: int, default_side: int):
   flags.DEFINE_float("noise_sigma", None, "Gaussian noise sigma (default: the run's config.dataset.noise_sigma).")
 
 
-def score_sets(workdir: str, step: int | None, sets, baselines=("input", "wiener_oracle")) -> tuple[int, dict]:
-  """(step, {family: {method: [(psnr, ssim) per image]}}) of the network and the `baselines` on `sets`."""
+def deblurrer(workdir: str, step: int | None):
+  """(restored, deblur): `deblur(blurry uint8 HxWx3)` is the network's float output, one image at a time on
+  evaluate's full-resolution path (padded to the model's multiple, cropped back)."""
   import jax  # pylint: disable=g-import-not-at-top
 
-  from bdirnet_jax import classical  # pylint: disable=g-import-not-at-top
   from bdirnet_jax import inference  # pylint: disable=g-import-not-at-top
-  from bdirnet_jax.study import testsets  # pylint: disable=g-import-not-at-top
 
   restored = inference.load(workdir, step=step)
   fn = jax.jit(inference.deblur_fn(restored.model))
   m = restored.model.downsample_factor
+
+  def deblur(blurry: np.ndarray) -> np.ndarray:
+    x, hw = inference.pad_to_multiple(blurry[None].astype(np.float32) / 255.0, m)
+    return np.asarray(inference.crop(fn(restored.params, x), hw))[0]
+
+  return restored, deblur
+
+
+def score_sets(workdir: str, step: int | None, sets, baselines=("input", "wiener_oracle")) -> tuple[int, dict]:
+  """(step, {family: {method: [(psnr, ssim) per image]}}) of the network and the `baselines` on `sets`."""
+  from bdirnet_jax import classical  # pylint: disable=g-import-not-at-top
+  from bdirnet_jax.study import testsets  # pylint: disable=g-import-not-at-top
+
+  restored, deblur = deblurrer(workdir, step)
   scores = {}
   for ts in sets:
-    outputs = []
-    for blurry in ts.blurry:  # one at a time: evaluate's full-resolution path, padded to the multiple
-      x, hw = inference.pad_to_multiple(blurry[None].astype(np.float32) / 255.0, m)
-      outputs.append(np.asarray(inference.crop(fn(restored.params, x), hw))[0])
-    per = {"network": testsets.set_scores(outputs, ts)}
+    per = {"network": testsets.set_scores([deblur(b) for b in ts.blurry], ts)}
     for method in baselines:
       per[method] = [
         classical.score(method, b, s, k, noise_sigma=ts.noise_sigma) for b, s, k in zip(ts.blurry, ts.sharp, ts.kernels)

@@ -4,7 +4,7 @@
       [--output=studies/pretrained/scale/before]
 
 For the validation crops of one blur family (validate.py's sets: same seeds, 192 px, the run's kernel size and
-noise), prints each crop's kernel RMS radius, input and output PSNR (whole uint8 images), and the Laplacian energy
+noise), prints each crop's kernel RMS radius, input and output PSNR (the tables' protocol), and the Laplacian energy
 (variance of `scipy.ndimage.laplace`, mean over channels) of the blurred input and of the output relative to the
 sharp crop's.
 A ratio well above 1 on a mildly blurred crop is sharpening of a blur that is not there. With --output writes
@@ -46,11 +46,10 @@ def laplacian_energy(image: np.ndarray) -> float:
 
 def main(argv):
   del argv
-  import jax  # pylint: disable=g-import-not-at-top
-  from skimage.metrics import peak_signal_noise_ratio as psnr  # pylint: disable=g-import-not-at-top
-
   from bdirnet_jax import blur  # pylint: disable=g-import-not-at-top
-  from bdirnet_jax import inference  # pylint: disable=g-import-not-at-top
+  from bdirnet_jax import classical  # pylint: disable=g-import-not-at-top
+  from bdirnet_jax import metrics  # pylint: disable=g-import-not-at-top
+  from bdirnet_jax.study import testsets  # pylint: disable=g-import-not-at-top
 
   FLAGS = flags.FLAGS
   if FLAGS.family not in card_table.FAMILIES:
@@ -59,22 +58,22 @@ def main(argv):
   photos = validate.rescaled(validate.validation_photos(FLAGS.photos), FLAGS.rescale)
   sets, params = card_table.build_sets(FLAGS.workdir, photos, FLAGS.variants, FLAGS.max_side, None, None)
   (ts,) = [s for s in sets if s.family == FLAGS.family]
-  restored = inference.load(FLAGS.workdir, step=FLAGS.step)
-  fn = jax.jit(inference.deblur_fn(restored.model))
-  m = restored.model.downsample_factor
+  restored, deblur = card_table.deblurrer(FLAGS.workdir, FLAGS.step)
+  outputs = [deblur(b) for b in ts.blurry]
+  network = testsets.set_scores(outputs, ts)  # the tables' protocol (output rounded to uint8)
   rows = []
-  for iid, blurry, sharp, kernel in zip(ts.image_ids, ts.blurry, ts.sharp, ts.kernels):
-    x, hw = inference.pad_to_multiple(blurry[None].astype(np.float32) / 255.0, m)
-    out = np.round(np.clip(np.asarray(inference.crop(fn(restored.params, x), hw))[0], 0.0, 1.0) * 255).astype(np.uint8)
+  for iid, blurry, sharp, kernel, out, (net_psnr, _) in zip(
+    ts.image_ids, ts.blurry, ts.sharp, ts.kernels, outputs, network
+  ):
     ref = laplacian_energy(sharp)
     rows.append(
       dict(
         image=iid,
         rms_radius_px=float(blur.rms_radius(kernel)),
-        input_psnr=float(psnr(sharp, blurry)),
-        network_psnr=float(psnr(sharp, out)),
+        input_psnr=classical.score("input", blurry, sharp, kernel, noise_sigma=ts.noise_sigma)[0],
+        network_psnr=net_psnr,
         input_energy_ratio=laplacian_energy(blurry) / ref,
-        network_energy_ratio=laplacian_energy(out) / ref,
+        network_energy_ratio=laplacian_energy(np.asarray(metrics.to_uint8(out))) / ref,
       )
     )
   print(f"{FLAGS.family} on {', '.join(FLAGS.photos)} (x{FLAGS.rescale:g}), step {restored.step}:")
